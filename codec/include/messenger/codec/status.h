@@ -96,6 +96,7 @@ class Result {
   T& value() & { return std::get<T>(data_); }
   T&& value() && { return std::get<T>(std::move(data_)); }
   const T& operator*() const& { return value(); }
+  T& operator*() & { return value(); }
   const T* operator->() const { return &value(); }
   T* operator->() { return &value(); }
 

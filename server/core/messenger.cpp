@@ -1,0 +1,483 @@
+#include "messenger/server/messenger.h"
+
+#include <algorithm>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <unordered_map>
+#include <utility>
+
+#include "messenger/codec/limits.h"
+#include "messenger/codec/rules.h"
+#include "messenger/server/glob.h"
+
+namespace messenger {
+namespace {
+
+// Accounts read per store call while filtering a listing.
+constexpr std::size_t kScanBatch = 1000;
+// Messages read per store call while filling a FETCH page.
+constexpr std::size_t kFetchScanBatch = 64;
+// Encoded bytes of a stored message besides its strings: id, timestamp, two length prefixes.
+constexpr std::size_t kStoredMessageOverhead = 8 + 8 + 2 + 2;
+// Throttle records kept before expired ones are swept, so a name-spraying attacker cannot grow
+// the map without bound.
+constexpr std::size_t kMaxThrottleRecords = 100000;
+
+Status NotLoggedIn() { return Status(ErrorCode::kNotLoggedIn, "log in first"); }
+
+// The largest key smaller than every key starting with `prefix`, so a scan after it starts at
+// the first candidate. Keys use only [a-z0-9._-], all below 0x7F.
+std::string KeyBefore(std::string_view prefix) {
+  if (prefix.empty()) return "";
+  std::string key(prefix);
+  key.back() = static_cast<char>(key.back() - 1);
+  key.push_back('\x7F');
+  return key;
+}
+
+// The literal (lower-cased) characters a pattern starts with, before any metacharacter.
+std::string LiteralPrefix(std::string_view pattern) {
+  std::string prefix;
+  for (const char c : pattern) {
+    if (c == '*' || c == '?' || c == '[') break;
+    prefix.push_back(c);
+  }
+  return CanonicalUsername(prefix);
+}
+
+struct User {
+  std::string key;
+  std::string name;
+};
+
+struct SessionEntry {
+  SessionSink* sink = nullptr;
+  std::optional<User> user;
+  // Messages pushed or fetched on this session and not yet ACKed: FETCH skips them.
+  std::set<std::uint64_t> handed;
+  // Every stored message with an id <= fetch_cursor is in `handed` or ACKed.
+  std::uint64_t fetch_cursor = 0;
+};
+
+struct TokenBucket {
+  double tokens = 0;
+  std::uint64_t last_ms = 0;
+};
+
+struct LoginFailures {
+  std::uint32_t count = 0;
+  std::uint64_t window_start_ms = 0;
+  std::uint64_t blocked_until_ms = 0;
+};
+
+}  // namespace
+
+struct Messenger::State {
+  State(Store& s, PasswordHasher& h, Clock& c, MessengerOptions o)
+      : store(s), hasher(h), clock(c), options(o) {}
+
+  Store& store;
+  PasswordHasher& hasher;
+  Clock& clock;
+  const MessengerOptions options;
+
+  std::once_flag dummy_hash_once;
+  std::string dummy_hash;  // Verified against when the name is unknown, to take the same time.
+
+  mutable std::mutex mutex;  // Guards everything below. Never held across store or hasher calls.
+  SessionId next_id = 1;
+  bool shut_down = false;
+  std::unordered_map<SessionId, SessionEntry> sessions;
+  std::unordered_map<std::string, SessionId> online;  // User key -> its session.
+  std::unordered_map<std::string, TokenBucket> send_buckets;
+  std::unordered_map<std::string, LoginFailures> login_failures;
+
+  // REQUIRES: mutex held. The user of `session`, or nullopt.
+  std::optional<User> UserOf(SessionId session) const {
+    const auto it = sessions.find(session);
+    if (it == sessions.end()) return std::nullopt;
+    return it->second.user;
+  }
+
+  // REQUIRES: mutex held. Unbinds the user of `entry`; its handed messages become undelivered.
+  void LogOut(SessionId id, SessionEntry& entry) {
+    if (!entry.user) return;
+    const auto it = online.find(entry.user->key);
+    if (it != online.end() && it->second == id) online.erase(it);
+    entry.user.reset();
+    entry.handed.clear();
+    entry.fetch_cursor = 0;
+  }
+
+  // REQUIRES: mutex held. Takes a send token; false when the user is over its rate.
+  bool TakeSendToken(const std::string& key, std::uint64_t now) {
+    if (options.send_rate_per_second == 0) return true;
+    const double burst = std::max<double>(1, options.send_burst);
+    auto [it, inserted] = send_buckets.try_emplace(key, TokenBucket{burst, now});
+    TokenBucket& bucket = it->second;
+    const double elapsed_s = static_cast<double>(now - bucket.last_ms) / 1000.0;
+    bucket.tokens = std::min(burst, bucket.tokens + elapsed_s * options.send_rate_per_second);
+    bucket.last_ms = now;
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
+  }
+
+  void RefundSendToken(const std::string& key) {
+    if (options.send_rate_per_second == 0) return;
+    const auto it = send_buckets.find(key);
+    if (it != send_buckets.end()) it->second.tokens += 1;
+  }
+
+  // REQUIRES: mutex held.
+  bool LoginThrottled(const std::string& key, std::uint64_t now) const {
+    const auto it = login_failures.find(key);
+    return it != login_failures.end() && it->second.blocked_until_ms > now;
+  }
+
+  // REQUIRES: mutex held.
+  void RecordLoginFailure(const std::string& key, std::uint64_t now) {
+    if (login_failures.size() >= kMaxThrottleRecords) {
+      std::erase_if(login_failures, [&](const auto& entry) {
+        return entry.second.blocked_until_ms <= now &&
+               now - entry.second.window_start_ms > options.login_failure_window_ms;
+      });
+    }
+    LoginFailures& record = login_failures[key];
+    if (now - record.window_start_ms > options.login_failure_window_ms) {
+      record.count = 0;
+      record.window_start_ms = now;
+    }
+    if (++record.count >= options.login_failures_before_throttle) {
+      record.blocked_until_ms = now + options.login_throttle_ms;
+      record.count = 0;
+    }
+  }
+};
+
+Messenger::Messenger(Store& store, PasswordHasher& hasher, Clock& clock, MessengerOptions options)
+    : state_(std::make_unique<State>(store, hasher, clock, options)) {}
+
+Messenger::~Messenger() = default;
+
+const MessengerOptions& Messenger::options() const { return state_->options; }
+
+SessionId Messenger::Attach(SessionSink& sink) {
+  std::lock_guard lock(state_->mutex);
+  const SessionId id = state_->next_id++;
+  state_->sessions[id].sink = &sink;
+  return id;
+}
+
+void Messenger::Detach(SessionId session) {
+  std::lock_guard lock(state_->mutex);
+  const auto it = state_->sessions.find(session);
+  if (it == state_->sessions.end()) return;
+  state_->LogOut(session, it->second);
+  state_->sessions.erase(it);
+}
+
+Status Messenger::CreateAccount(std::string_view username, std::string_view password) {
+  if (Status s = CheckUsername(username); !s.ok()) return s;
+  if (Status s = CheckPassword(password); !s.ok()) return s;
+  const std::string key = CanonicalUsername(username);
+  // Cheap pre-check so a taken name does not cost a hash; the store decides for certain.
+  Result<std::optional<AccountRecord>> existing = state_->store.FindAccount(key);
+  if (!existing.ok()) return existing.status();
+  if (existing.value()) {
+    return Status(ErrorCode::kUsernameTaken, "the name '" + std::string(username) + "' is taken");
+  }
+  Result<std::string> hash = state_->hasher.Hash(password);
+  if (!hash.ok()) return hash.status();
+  Status created = state_->store.CreateAccount({key, std::string(username), std::move(*hash)});
+  if (created.code() == ErrorCode::kUsernameTaken) {
+    return Status(ErrorCode::kUsernameTaken,
+                  "the name '" + std::string(username) + "' is taken or was retired");
+  }
+  return created;
+}
+
+Result<LoginOk> Messenger::Login(SessionId session, std::string_view username,
+                                 std::string_view password) {
+  State& st = *state_;
+  const Status auth_failed(ErrorCode::kAuthFailed, "wrong username or password");
+  const std::string key =
+      CheckUsername(username).ok() ? CanonicalUsername(username) : std::string();
+  {
+    std::lock_guard lock(st.mutex);
+    if (st.shut_down) return Status(ErrorCode::kInternal, "the server is shutting down");
+    const auto it = st.sessions.find(session);
+    if (it == st.sessions.end()) return Status(ErrorCode::kInternal, "unknown session");
+    if (it->second.user) return Status(ErrorCode::kAlreadyLoggedIn, "already logged in");
+    if (!key.empty() && st.LoginThrottled(key, st.clock.SteadyMs())) {
+      return Status(ErrorCode::kLoginThrottled, "too many failed logins; try again later");
+    }
+  }
+  if (key.empty()) return auth_failed;  // No account can have a malformed name.
+
+  Result<std::optional<AccountRecord>> account = st.store.FindAccount(key);
+  if (!account.ok()) return account.status();
+  bool verified = false;
+  if (account.value()) {
+    verified = st.hasher.Verify(account.value()->password_hash, password);
+  } else {
+    std::call_once(st.dummy_hash_once, [&st] {
+      Result<std::string> hash = st.hasher.Hash("not a real password");
+      if (hash.ok()) st.dummy_hash = std::move(*hash);
+    });
+    st.hasher.Verify(st.dummy_hash, password);  // Same cost as a real check; result unused.
+  }
+
+  {
+    std::lock_guard lock(st.mutex);
+    const std::uint64_t now = st.clock.SteadyMs();
+    if (!verified) {
+      st.RecordLoginFailure(key, now);
+      return auth_failed;
+    }
+    st.login_failures.erase(key);
+    const auto it = st.sessions.find(session);
+    if (it == st.sessions.end()) return Status(ErrorCode::kInternal, "unknown session");
+    if (it->second.user) return Status(ErrorCode::kAlreadyLoggedIn, "already logged in");
+    if (st.shut_down) return Status(ErrorCode::kInternal, "the server is shutting down");
+    // Takeover: the older session of this user ends.
+    if (const auto old = st.online.find(key); old != st.online.end()) {
+      SessionEntry& previous = st.sessions.at(old->second);
+      st.LogOut(old->second, previous);
+      previous.sink->End(EndReason::kTakeover, "logged in from another connection");
+    }
+    it->second.user = User{key, account.value()->name};
+    st.online[key] = session;
+  }
+  // Counted after the session is online, so every message is either counted here or pushed.
+  Result<std::uint32_t> unread = st.store.CountMessages(key);
+  if (!unread.ok()) return unread.status();
+  return LoginOk{*unread};
+}
+
+Status Messenger::Logout(SessionId session) {
+  std::lock_guard lock(state_->mutex);
+  const auto it = state_->sessions.find(session);
+  if (it == state_->sessions.end() || !it->second.user) return NotLoggedIn();
+  state_->LogOut(session, it->second);
+  return Status::Ok();
+}
+
+bool Messenger::IsLoggedIn(SessionId session) const {
+  std::lock_guard lock(state_->mutex);
+  return state_->UserOf(session).has_value();
+}
+
+Result<AccountList> Messenger::ListAccounts(SessionId session,
+                                            const messenger::ListAccounts& request) {
+  {
+    std::lock_guard lock(state_->mutex);
+    if (!state_->UserOf(session)) return NotLoggedIn();
+  }
+  const std::string pattern = request.pattern.empty() ? "*" : request.pattern;
+  if (Status s = CheckPattern(pattern); !s.ok()) return s;
+  if (request.limit == 0) return Status(ErrorCode::kInvalidArgument, "limit must be at least 1");
+  if (!request.cursor.empty() && (!CheckUsername(request.cursor).ok() ||
+                                  CanonicalUsername(request.cursor) != request.cursor)) {
+    return Status(ErrorCode::kInvalidArgument, "malformed cursor");
+  }
+  const std::size_t limit = std::min<std::size_t>(request.limit, kMaxListLimit);
+  const std::string prefix = LiteralPrefix(pattern);
+  std::string after = std::max(request.cursor, KeyBefore(prefix));
+
+  // Collect one match beyond the page to know whether another page exists.
+  AccountList page;
+  std::string last_key;
+  bool more = false;
+  while (!more) {
+    Result<std::vector<AccountRecord>> batch = state_->store.ScanAccounts(after, kScanBatch);
+    if (!batch.ok()) return batch.status();
+    for (const AccountRecord& account : *batch) {
+      if (account.key.compare(0, prefix.size(), prefix) > 0) {
+        batch->clear();  // Sorted keys: past the literal prefix nothing can match.
+        break;
+      }
+      if (!GlobMatch(pattern, account.key)) continue;
+      if (page.usernames.size() == limit) {
+        more = true;
+        break;
+      }
+      page.usernames.push_back(account.name);
+      last_key = account.key;
+    }
+    if (batch->size() < kScanBatch) break;
+    after = batch->back().key;
+  }
+  if (more) page.next_cursor = last_key;
+  return page;
+}
+
+Result<SendOk> Messenger::Send(SessionId session, const messenger::Send& request) {
+  State& st = *state_;
+  std::optional<User> sender;
+  {
+    std::lock_guard lock(st.mutex);
+    sender = st.UserOf(session);
+  }
+  if (!sender) return NotLoggedIn();
+  if (Status s = CheckText(request.text); !s.ok()) return s;
+  const Status unknown(ErrorCode::kUnknownRecipient, "no user named '" + request.recipient + "'");
+  if (!CheckUsername(request.recipient).ok()) return unknown;
+  const std::string recipient_key = CanonicalUsername(request.recipient);
+  if (recipient_key == sender->key) {
+    return Status(ErrorCode::kSelfSend, "you cannot send a message to yourself");
+  }
+
+  NewMessage message{sender->key,  sender->name,     recipient_key,    request.client_message_id,
+                     request.text, st.clock.NowMs(), Delivery::kQueued};
+  AppendPolicy policy{st.options.max_queued_per_user,
+                      message.timestamp_ms > st.options.dedupe_window_ms
+                          ? message.timestamp_ms - st.options.dedupe_window_ms
+                          : 0,
+                      true};
+  {
+    std::lock_guard lock(st.mutex);
+    policy.accept_new = st.TakeSendToken(sender->key, st.clock.SteadyMs());
+    if (st.online.count(recipient_key)) message.delivery = Delivery::kDelivered;
+  }
+  Result<AppendOutcome> outcome = st.store.Append(message, policy);
+  if (!outcome.ok() || outcome->duplicate) {
+    if (policy.accept_new) {
+      std::lock_guard lock(st.mutex);
+      st.RefundSendToken(sender->key);
+    }
+    if (!outcome.ok()) {
+      if (outcome.status().code() == ErrorCode::kUnknownRecipient) return unknown;
+      return outcome.status();
+    }
+    return outcome->result;
+  }
+  const SendOk& accepted = outcome->result;
+  {
+    // Checked again after the commit: a recipient that logged in meanwhile counted or will fetch
+    // it, and gets it pushed now; the session's `handed` set keeps it from arriving twice.
+    std::lock_guard lock(st.mutex);
+    const auto online = st.online.find(recipient_key);
+    if (online != st.online.end()) {
+      SessionEntry& entry = st.sessions.at(online->second);
+      if (entry.handed.insert(accepted.message_id).second) {
+        entry.sink->Deliver(
+            {accepted.message_id, sender->name, accepted.timestamp_ms, request.text});
+      }
+    }
+  }
+  return accepted;
+}
+
+Result<MessageBatch> Messenger::FetchUndelivered(SessionId session, std::uint16_t limit,
+                                                 std::size_t max_bytes) {
+  State& st = *state_;
+  if (limit == 0) return Status(ErrorCode::kInvalidArgument, "limit must be at least 1");
+  const std::size_t want = std::min<std::size_t>(limit, kMaxFetchLimit);
+  std::optional<User> user;
+  std::uint64_t cursor = 0;
+  std::set<std::uint64_t> handed;
+  {
+    std::lock_guard lock(st.mutex);
+    const auto it = st.sessions.find(session);
+    if (it == st.sessions.end() || !it->second.user) return NotLoggedIn();
+    user = it->second.user;
+    cursor = it->second.fetch_cursor;
+    handed = it->second.handed;
+  }
+
+  MessageBatch batch;
+  std::size_t bytes = 0;
+  bool full = false;
+  while (!full) {
+    Result<std::vector<StoredMessage>> page =
+        st.store.ListMessages(user->key, cursor, kFetchScanBatch);
+    if (!page.ok()) return page.status();
+    for (StoredMessage& message : *page) {
+      if (handed.count(message.message_id)) {
+        cursor = message.message_id;
+        continue;
+      }
+      const std::size_t size = kStoredMessageOverhead + message.sender.size() + message.text.size();
+      if (batch.messages.size() == want || (!batch.messages.empty() && bytes + size > max_bytes)) {
+        full = true;
+        break;
+      }
+      bytes += size;
+      cursor = message.message_id;
+      batch.messages.push_back(std::move(message));
+    }
+    if (page->size() < kFetchScanBatch) break;
+  }
+
+  std::size_t handed_count = 0;
+  {
+    std::lock_guard lock(st.mutex);
+    const auto it = st.sessions.find(session);
+    if (it == st.sessions.end() || !it->second.user || it->second.user->key != user->key) {
+      return NotLoggedIn();  // Logged out or taken over while reading.
+    }
+    SessionEntry& entry = it->second;
+    // A message pushed while we read is already handed: drop it from the batch.
+    std::erase_if(batch.messages, [&entry](const StoredMessage& message) {
+      return !entry.handed.insert(message.message_id).second;
+    });
+    entry.fetch_cursor = std::max(entry.fetch_cursor, cursor);
+    handed_count = entry.handed.size();
+  }
+  Result<std::uint32_t> stored = st.store.CountMessages(user->key);
+  if (!stored.ok()) return stored.status();
+  batch.remaining = *stored > handed_count ? static_cast<std::uint32_t>(*stored - handed_count) : 0;
+  return batch;
+}
+
+Status Messenger::Ack(SessionId session, std::span<const std::uint64_t> ids) {
+  State& st = *state_;
+  std::optional<User> user;
+  {
+    std::lock_guard lock(st.mutex);
+    user = st.UserOf(session);
+  }
+  if (!user) return NotLoggedIn();
+  if (ids.size() > kMaxAckIds) {
+    return Status(ErrorCode::kInvalidArgument,
+                  "at most " + std::to_string(kMaxAckIds) + " ids per ACK");
+  }
+  if (Status s = st.store.Ack(user->key, ids); !s.ok()) return s;
+  std::lock_guard lock(st.mutex);
+  const auto it = st.sessions.find(session);
+  if (it != st.sessions.end()) {
+    for (const std::uint64_t id : ids) it->second.handed.erase(id);
+  }
+  return Status::Ok();
+}
+
+Result<std::uint32_t> Messenger::DeleteAccount(SessionId session, bool confirm) {
+  State& st = *state_;
+  std::optional<User> user;
+  {
+    std::lock_guard lock(st.mutex);
+    user = st.UserOf(session);
+  }
+  if (!user) return NotLoggedIn();
+  if (!confirm) return st.store.CountMessages(user->key);
+  Result<std::uint32_t> destroyed = st.store.DeleteAccount(user->key);
+  if (!destroyed.ok()) return destroyed.status();
+  std::lock_guard lock(st.mutex);
+  if (const auto it = st.sessions.find(session); it != st.sessions.end()) {
+    st.LogOut(session, it->second);
+  }
+  st.send_buckets.erase(user->key);
+  return destroyed;
+}
+
+void Messenger::Shutdown() {
+  std::lock_guard lock(state_->mutex);
+  state_->shut_down = true;
+  for (auto& [id, entry] : state_->sessions) {
+    entry.sink->End(EndReason::kServerShutdown, "the server is shutting down");
+  }
+}
+
+}  // namespace messenger

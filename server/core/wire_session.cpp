@@ -1,0 +1,188 @@
+#include "messenger/server/wire_session.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "messenger/codec/limits.h"
+#include "messenger/codec/rules.h"
+
+namespace messenger {
+namespace {
+
+// Bytes of a MESSAGE_BATCH frame besides its messages: header, list count, `remaining`.
+constexpr std::size_t kBatchOverhead = kFrameHeaderSize + 2 + 4;
+
+template <class... F>
+struct Overloaded : F... {
+  using F::operator()...;
+};
+template <class... F>
+Overloaded(F...) -> Overloaded<F...>;
+
+}  // namespace
+
+WireSession::WireSession(Messenger& messenger, SessionSink& sink, WireOptions options,
+                         std::uint64_t now_ms)
+    : messenger_(messenger),
+      options_(std::move(options)),
+      id_(messenger.Attach(sink)),
+      decoder_(kMaxPreloginFrameSize),
+      logged_out_since_ms_(now_ms),
+      last_activity_ms_(now_ms) {}
+
+WireSession::~WireSession() { messenger_.Detach(id_); }
+
+bool WireSession::OnBytes(std::span<const std::uint8_t> bytes, std::uint64_t now_ms, Bytes& out) {
+  if (closing_) return false;
+  last_activity_ms_ = now_ms;
+  decoder_.Feed(bytes);
+  while (!closing_) {
+    std::optional<DecodeResult> decoded = decoder_.Next();
+    if (!decoded) break;
+    Handle(*decoded, now_ms, out);
+  }
+  return !closing_;
+}
+
+bool WireSession::OnTick(std::uint64_t now_ms, Bytes& out) {
+  if (closing_) return false;
+  if (!logged_in_ && now_ms >= logged_out_since_ms_ + options_.login_timeout_ms) {
+    Push(SessionEnded{EndReason::kLoginTimeout, "not logged in within the login timeout"}, out);
+  } else if (now_ms >= last_activity_ms_ + options_.idle_timeout_ms) {
+    Push(SessionEnded{EndReason::kIdleTimeout, "nothing received within the idle timeout"}, out);
+  }
+  return !closing_;
+}
+
+std::uint64_t WireSession::Deadline() const {
+  const std::uint64_t idle = last_activity_ms_ + options_.idle_timeout_ms;
+  if (logged_in_) return idle;
+  return std::min(idle, logged_out_since_ms_ + options_.login_timeout_ms);
+}
+
+void WireSession::Handle(const DecodeResult& decoded, std::uint64_t now_ms, Bytes& out) {
+  const std::uint32_t id = decoded.request_id;
+  if (!decoded.status.ok()) {
+    // Before the handshake the peer has not shown it speaks this protocol: every error is fatal.
+    return ReplyError(id, decoded.status, out, /*close=*/!handshake_done_);
+  }
+  const MessageType type = TypeOf(decoded.message);
+  if (!IsRequest(type)) {
+    return ReplyError(id,
+                      Status(ErrorCode::kUnexpectedMessage,
+                             std::string(MessageTypeName(type)) + " is not a request"),
+                      out, !handshake_done_);
+  }
+  if (!handshake_done_) {
+    const auto* hello = std::get_if<Hello>(&decoded.message);
+    if (hello == nullptr) {
+      return ReplyError(id, Status(ErrorCode::kHandshakeRequired, "send HELLO first"), out);
+    }
+    if (hello->protocol_version != kProtocolVersion) {
+      return ReplyError(
+          id,
+          Status(ErrorCode::kUnsupportedVersion, "this server speaks protocol version " +
+                                                     std::to_string(kProtocolVersion) + ", not " +
+                                                     std::to_string(hello->protocol_version)),
+          out);
+    }
+    handshake_done_ = true;
+    return Reply(id,
+                 HelloOk{kProtocolVersion, options_.max_frame_size, kMaxPreloginFrameSize,
+                         static_cast<std::uint32_t>(kMaxTextBytes),
+                         messenger_.options().max_queued_per_user, options_.server_name},
+                 out);
+  }
+
+  // Answers a Result<T> with `to_message(value)` or its error.
+  auto answer = [&](auto result, auto to_message) {
+    if (result.ok()) {
+      Reply(id, to_message(std::move(result).value()), out);
+    } else {
+      ReplyError(id, result.status(), out);
+    }
+  };
+  auto answer_status = [&](const Status& status) {
+    if (status.ok()) {
+      Reply(id, Ok{}, out);
+    } else {
+      ReplyError(id, status, out);
+    }
+  };
+
+  std::visit(
+      Overloaded{
+          [&](const Hello&) {
+            ReplyError(id, Status(ErrorCode::kUnexpectedMessage, "HELLO was already sent"), out);
+          },
+          [&](const CreateAccount& m) {
+            answer_status(messenger_.CreateAccount(m.username, m.password));
+          },
+          [&](const Login& m) {
+            Result<LoginOk> result = messenger_.Login(id_, m.username, m.password);
+            if (result.ok()) SetLoggedIn(true, now_ms);
+            answer(std::move(result), [](LoginOk ok) { return ok; });
+          },
+          [&](const Logout&) {
+            const Status status = messenger_.Logout(id_);
+            if (status.ok()) SetLoggedIn(false, now_ms);
+            answer_status(status);
+          },
+          [&](const ListAccounts& m) {
+            answer(messenger_.ListAccounts(id_, m), [](AccountList list) { return list; });
+          },
+          [&](const Send& m) { answer(messenger_.Send(id_, m), [](SendOk ok) { return ok; }); },
+          [&](const FetchUndelivered& m) {
+            answer(
+                messenger_.FetchUndelivered(id_, m.limit, options_.max_frame_size - kBatchOverhead),
+                [](MessageBatch batch) { return batch; });
+          },
+          [&](const Ack& m) { answer_status(messenger_.Ack(id_, m.message_ids)); },
+          [&](const DeleteAccount& m) {
+            Result<std::uint32_t> result = messenger_.DeleteAccount(id_, m.confirm);
+            if (!result.ok()) return ReplyError(id, result.status(), out);
+            if (!m.confirm) return Reply(id, ConfirmRequired{*result}, out);
+            SetLoggedIn(false, now_ms);
+            Reply(id, Ok{}, out);
+          },
+          [&](const Ping& m) { Reply(id, Pong{m.nonce}, out); },
+          [&](const auto&) {
+            // Unreachable: IsRequest() filtered every other alternative out.
+            ReplyError(id, Status(ErrorCode::kUnexpectedMessage, "not a request"), out);
+          },
+      },
+      decoded.message);
+}
+
+void WireSession::SetLoggedIn(bool logged_in, std::uint64_t now_ms) {
+  logged_in_ = logged_in;
+  // Only an authenticated peer may send large frames (docs/PROTOCOL.md, "Pre-login limit").
+  decoder_.SetMaxFrameSize(logged_in ? options_.max_frame_size : kMaxPreloginFrameSize);
+  if (!logged_in) logged_out_since_ms_ = now_ms;
+}
+
+void WireSession::Reply(std::uint32_t request_id, Message message, Bytes& out) {
+  const Status status = EncodeFrame({request_id, std::move(message)}, out);
+  if (!status.ok()) {
+    // Only reachable through a bug: tell the peer rather than send a broken frame.
+    ReplyError(request_id, Status(ErrorCode::kInternal, "reply could not be encoded"), out);
+  }
+}
+
+void WireSession::ReplyError(std::uint32_t request_id, const Status& status, Bytes& out,
+                             bool close) {
+  // Framing errors cannot name the frame they came from.
+  const bool framing =
+      status.code() == ErrorCode::kFrameTooLarge || status.code() == ErrorCode::kMalformedFrame;
+  std::string message = status.message();
+  if (!IsValidUtf8(message)) message = std::string(ErrorCodeName(status.code()));
+  EncodeFrame({framing ? 0u : request_id, Error{status.code(), std::move(message)}}, out);
+  if (close || status.fatal()) closing_ = true;
+}
+
+void WireSession::Push(Message message, Bytes& out) {
+  EncodeFrame({0, std::move(message)}, out);
+  closing_ = true;  // Only SESSION_ENDED is pushed from here, and it ends the connection.
+}
+
+}  // namespace messenger

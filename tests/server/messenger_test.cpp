@@ -1,0 +1,367 @@
+// Unit tests of the core: the in-memory store, a fake clock and hasher, mocked session sinks.
+#include "messenger/server/messenger.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fakes.h"
+#include "messenger/codec/limits.h"
+
+namespace messenger {
+namespace {
+
+using ::testing::_;
+using ::testing::ElementsAre;
+using testing::FakeClock;
+using testing::FakeHasher;
+using ::testing::Field;
+using testing::MockSink;
+using ::testing::NiceMock;
+using ::testing::StrictMock;
+
+constexpr char kPassword[] = "correct horse";
+
+std::vector<std::string> Texts(const MessageBatch& batch) {
+  std::vector<std::string> texts;
+  for (const StoredMessage& m : batch.messages) texts.push_back(m.text);
+  return texts;
+}
+
+class MessengerTest : public ::testing::Test {
+ protected:
+  MessengerTest() { Make({}); }
+
+  void Make(MessengerOptions options) {
+    messenger_.reset();
+    store_ = MakeMemoryStore();
+    messenger_ = std::make_unique<Messenger>(*store_, hasher_, clock_, options);
+  }
+
+  // A connection with a sink that ignores pushes.
+  SessionId Connect() { return messenger_->Attach(quiet_sink_); }
+
+  // Creates `name` and logs it in on a new connection.
+  SessionId Online(const std::string& name, SessionSink* sink = nullptr) {
+    EXPECT_TRUE(messenger_->CreateAccount(name, kPassword).ok());
+    const SessionId session = messenger_->Attach(sink ? *sink : quiet_sink_);
+    EXPECT_TRUE(messenger_->Login(session, name, kPassword).ok());
+    return session;
+  }
+
+  Result<SendOk> SendText(SessionId from, const std::string& to, const std::string& text,
+                          std::uint64_t client_id = 0) {
+    if (client_id == 0) client_id = ++next_client_id_;
+    return messenger_->Send(from, {to, client_id, text});
+  }
+
+  Result<MessageBatch> Fetch(SessionId session, std::uint16_t limit = 50) {
+    return messenger_->FetchUndelivered(session, limit, kDefaultMaxFrameSize);
+  }
+
+  FakeClock clock_;
+  FakeHasher hasher_;
+  NiceMock<MockSink> quiet_sink_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Messenger> messenger_;
+  std::uint64_t next_client_id_ = 1000;
+};
+
+TEST_F(MessengerTest, CreateAccountEnforcesNameAndPasswordRules) {
+  EXPECT_EQ(messenger_->CreateAccount("bad name", kPassword).code(), ErrorCode::kInvalidUsername);
+  EXPECT_EQ(messenger_->CreateAccount("a*", kPassword).code(), ErrorCode::kInvalidUsername);
+  EXPECT_EQ(messenger_->CreateAccount("alice", "short").code(), ErrorCode::kInvalidPassword);
+  EXPECT_TRUE(messenger_->CreateAccount("Alice", kPassword).ok());
+}
+
+TEST_F(MessengerTest, NamesAreUniqueIgnoringCase) {
+  ASSERT_TRUE(messenger_->CreateAccount("Alice", kPassword).ok());
+  const int hashes = hasher_.hashes;
+  EXPECT_EQ(messenger_->CreateAccount("alice", kPassword).code(), ErrorCode::kUsernameTaken);
+  EXPECT_EQ(messenger_->CreateAccount("ALICE", kPassword).code(), ErrorCode::kUsernameTaken);
+  EXPECT_EQ(hasher_.hashes, hashes) << "a taken name must not cost a password hash";
+}
+
+TEST_F(MessengerTest, LoginReportsUnreadCountAndAcceptsAnyCase) {
+  const SessionId alice = Online("Alice");
+  ASSERT_TRUE(messenger_->CreateAccount("Bob", kPassword).ok());
+  ASSERT_TRUE(SendText(alice, "bob", "one").ok());
+  ASSERT_TRUE(SendText(alice, "BOB", "two").ok());
+  const SessionId bob = Connect();
+  Result<LoginOk> login = messenger_->Login(bob, "bOb", kPassword);
+  ASSERT_TRUE(login.ok()) << login.status().ToString();
+  EXPECT_EQ(login->unread_count, 2u);
+  EXPECT_TRUE(messenger_->IsLoggedIn(bob));
+}
+
+TEST_F(MessengerTest, WrongPasswordAndUnknownNameFailAlike) {
+  ASSERT_TRUE(messenger_->CreateAccount("alice", kPassword).ok());
+  const SessionId session = Connect();
+  const Result<LoginOk> wrong = messenger_->Login(session, "alice", "not the password");
+  const Result<LoginOk> unknown = messenger_->Login(session, "nobody", "not the password");
+  EXPECT_EQ(wrong.status(), unknown.status());
+  EXPECT_EQ(wrong.status().code(), ErrorCode::kAuthFailed);
+  EXPECT_EQ(hasher_.verifies, 2) << "an unknown name must cost a verify too";
+  EXPECT_FALSE(messenger_->IsLoggedIn(session));
+}
+
+TEST_F(MessengerTest, RepeatedFailuresThrottleTheNameWhetherOrNotItExists) {
+  ASSERT_TRUE(messenger_->CreateAccount("alice", kPassword).ok());
+  const SessionId session = Connect();
+  for (const std::string name : {"alice", "ghost"}) {
+    for (int i = 0; i < 5; ++i) {
+      EXPECT_EQ(messenger_->Login(session, name, "wrong password").status().code(),
+                ErrorCode::kAuthFailed);
+    }
+    EXPECT_EQ(messenger_->Login(session, name, kPassword).status().code(),
+              ErrorCode::kLoginThrottled);
+  }
+  clock_.Advance(61 * 1000);
+  EXPECT_TRUE(messenger_->Login(session, "alice", kPassword).ok());
+}
+
+TEST_F(MessengerTest, SecondLoginTakesOverAndEndsTheFirstSession) {
+  ASSERT_TRUE(messenger_->CreateAccount("alice", kPassword).ok());
+  StrictMock<MockSink> first_sink;
+  const SessionId first = messenger_->Attach(first_sink);
+  ASSERT_TRUE(messenger_->Login(first, "alice", kPassword).ok());
+  EXPECT_CALL(first_sink, End(EndReason::kTakeover, _));
+  const SessionId second = Connect();
+  ASSERT_TRUE(messenger_->Login(second, "alice", kPassword).ok());
+  EXPECT_FALSE(messenger_->IsLoggedIn(first));
+  EXPECT_TRUE(messenger_->IsLoggedIn(second));
+  messenger_->Detach(first);
+}
+
+TEST_F(MessengerTest, LoginTwiceOnOneSessionIsRefused) {
+  const SessionId alice = Online("alice");
+  EXPECT_EQ(messenger_->Login(alice, "alice", kPassword).status().code(),
+            ErrorCode::kAlreadyLoggedIn);
+}
+
+TEST_F(MessengerTest, EveryUserOperationNeedsLogin) {
+  ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
+  const SessionId session = Connect();
+  EXPECT_EQ(SendText(session, "bob", "hi").status().code(), ErrorCode::kNotLoggedIn);
+  EXPECT_EQ(Fetch(session).status().code(), ErrorCode::kNotLoggedIn);
+  EXPECT_EQ(messenger_->ListAccounts(session, {"*", "", 10}).status().code(),
+            ErrorCode::kNotLoggedIn);
+  const std::vector<std::uint64_t> ids{1};
+  EXPECT_EQ(messenger_->Ack(session, ids).code(), ErrorCode::kNotLoggedIn);
+  EXPECT_EQ(messenger_->DeleteAccount(session, true).status().code(), ErrorCode::kNotLoggedIn);
+  EXPECT_EQ(messenger_->Logout(session).code(), ErrorCode::kNotLoggedIn);
+}
+
+TEST_F(MessengerTest, SendToOnlineRecipientPushesAtOnce) {
+  StrictMock<MockSink> bob_sink;
+  const SessionId alice = Online("Alice");
+  const SessionId bob = Online("bob", &bob_sink);
+  EXPECT_CALL(bob_sink, Deliver(::testing::AllOf(Field(&StoredMessage::sender, "Alice"),
+                                                 Field(&StoredMessage::text, "hello"))));
+  Result<SendOk> sent = SendText(alice, "bob", "hello");
+  ASSERT_TRUE(sent.ok()) << sent.status().ToString();
+  EXPECT_EQ(sent->delivery, Delivery::kDelivered);
+  ::testing::Mock::VerifyAndClearExpectations(&bob_sink);
+  // Pushed but not ACKed: not fetched again on the same session.
+  EXPECT_TRUE(Fetch(bob)->messages.empty());
+  messenger_->Detach(bob);
+}
+
+TEST_F(MessengerTest, SendToOfflineRecipientIsQueuedAndFetchedOldestFirst) {
+  const SessionId alice = Online("alice");
+  ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
+  for (const char* text : {"one", "two", "three"}) {
+    Result<SendOk> sent = SendText(alice, "bob", text);
+    ASSERT_TRUE(sent.ok());
+    EXPECT_EQ(sent->delivery, Delivery::kQueued);
+  }
+  const SessionId bob = Connect();
+  ASSERT_TRUE(messenger_->Login(bob, "bob", kPassword).ok());
+  Result<MessageBatch> first = Fetch(bob, 2);
+  ASSERT_TRUE(first.ok());
+  EXPECT_THAT(Texts(*first), ElementsAre("one", "two"));
+  EXPECT_EQ(first->remaining, 1u);
+  EXPECT_EQ(first->messages[0].sender, "alice");
+  EXPECT_LT(first->messages[0].message_id, first->messages[1].message_id);
+  Result<MessageBatch> second = Fetch(bob, 2);
+  EXPECT_THAT(Texts(*second), ElementsAre("three"));
+  EXPECT_EQ(second->remaining, 0u);
+}
+
+TEST_F(MessengerTest, UnackedMessagesAreRedeliveredAfterTheSessionEnds) {
+  const SessionId alice = Online("alice");
+  ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
+  ASSERT_TRUE(SendText(alice, "bob", "one").ok());
+  ASSERT_TRUE(SendText(alice, "bob", "two").ok());
+  SessionId bob = Connect();
+  ASSERT_TRUE(messenger_->Login(bob, "bob", kPassword).ok());
+  Result<MessageBatch> batch = Fetch(bob);
+  ASSERT_EQ(batch->messages.size(), 2u);
+  const std::vector<std::uint64_t> ack{batch->messages[0].message_id};
+  ASSERT_TRUE(messenger_->Ack(bob, ack).ok());
+  messenger_->Detach(bob);  // Dropped before ACKing "two".
+
+  bob = Connect();
+  Result<LoginOk> login = messenger_->Login(bob, "bob", kPassword);
+  EXPECT_EQ(login->unread_count, 1u);
+  EXPECT_THAT(Texts(*Fetch(bob)), ElementsAre("two"));
+}
+
+TEST_F(MessengerTest, AckIgnoresOtherUsersMessagesAndUnknownIds) {
+  const SessionId alice = Online("alice");
+  ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
+  ASSERT_TRUE(messenger_->CreateAccount("carol", kPassword).ok());
+  const std::uint64_t to_bob = SendText(alice, "bob", "for bob")->message_id;
+  SendText(alice, "carol", "for carol");
+  const SessionId carol = Connect();
+  ASSERT_TRUE(messenger_->Login(carol, "carol", kPassword).ok());
+  const std::vector<std::uint64_t> ids{to_bob, 999999};
+  EXPECT_TRUE(messenger_->Ack(carol, ids).ok());
+  const SessionId bob = Connect();
+  EXPECT_EQ(messenger_->Login(bob, "bob", kPassword)->unread_count, 1u);
+  const std::vector<std::uint64_t> too_many(kMaxAckIds + 1, 1);
+  EXPECT_EQ(messenger_->Ack(bob, too_many).code(), ErrorCode::kInvalidArgument);
+}
+
+TEST_F(MessengerTest, SendRefusesSelfUnknownAndBadText) {
+  const SessionId alice = Online("alice");
+  EXPECT_EQ(SendText(alice, "ALICE", "hi").status().code(), ErrorCode::kSelfSend);
+  EXPECT_EQ(SendText(alice, "nobody", "hi").status().code(), ErrorCode::kUnknownRecipient);
+  EXPECT_EQ(SendText(alice, "not a name", "hi").status().code(), ErrorCode::kUnknownRecipient);
+  ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
+  EXPECT_EQ(SendText(alice, "bob", "").status().code(), ErrorCode::kInvalidText);
+  EXPECT_EQ(SendText(alice, "bob", std::string(kMaxTextBytes + 1, 'x')).status().code(),
+            ErrorCode::kInvalidText);
+  EXPECT_TRUE(SendText(alice, "bob", std::string(kMaxTextBytes, 'x')).ok());
+}
+
+TEST_F(MessengerTest, RetriedSendReturnsTheOriginalResultAndStoresOnce) {
+  const SessionId alice = Online("alice");
+  ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
+  Result<SendOk> first = SendText(alice, "bob", "hello", 7);
+  clock_.Advance(5000);
+  Result<SendOk> retry = SendText(alice, "bob", "hello", 7);
+  ASSERT_TRUE(retry.ok());
+  EXPECT_EQ(*retry, *first);
+  EXPECT_EQ(SendText(alice, "bob", "different", 7).status().code(), ErrorCode::kClientIdReused);
+  const SessionId bob = Connect();
+  EXPECT_EQ(messenger_->Login(bob, "bob", kPassword)->unread_count, 1u);
+}
+
+TEST_F(MessengerTest, SendRateLimitRefusesBeyondTheBurstAndRecovers) {
+  Make({.send_rate_per_second = 10, .send_burst = 3});
+  const SessionId alice = Online("alice");
+  ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(SendText(alice, "bob", "m", 100 + i).ok());
+  EXPECT_EQ(SendText(alice, "bob", "m", 200).status().code(), ErrorCode::kRateLimited);
+  // A retry of an accepted SEND is still answered while limited.
+  EXPECT_TRUE(SendText(alice, "bob", "m", 100).ok());
+  clock_.Advance(100);  // One token at 10/s.
+  EXPECT_TRUE(SendText(alice, "bob", "m", 201).ok());
+}
+
+TEST_F(MessengerTest, FullRecipientQueueRefusesWithQueueFull) {
+  Make({.max_queued_per_user = 2, .send_rate_per_second = 0});
+  const SessionId alice = Online("alice");
+  ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
+  ASSERT_TRUE(SendText(alice, "bob", "1").ok());
+  ASSERT_TRUE(SendText(alice, "bob", "2").ok());
+  EXPECT_EQ(SendText(alice, "bob", "3").status().code(), ErrorCode::kQueueFull);
+}
+
+TEST_F(MessengerTest, DeleteWarnsWithTheExactCountThenDeletes) {
+  const SessionId alice = Online("alice");
+  ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
+  ASSERT_TRUE(messenger_->CreateAccount("carol", kPassword).ok());
+  SendText(alice, "bob", "1");
+  SendText(alice, "bob", "2");
+  SessionId bob = Connect();
+  ASSERT_TRUE(messenger_->Login(bob, "bob", kPassword).ok());
+  ASSERT_TRUE(SendText(bob, "carol", "from bob").ok());
+  EXPECT_EQ(*messenger_->DeleteAccount(bob, false), 2u);
+  EXPECT_TRUE(messenger_->IsLoggedIn(bob)) << "the warning changes nothing";
+  EXPECT_EQ(*messenger_->DeleteAccount(bob, true), 2u);
+  EXPECT_FALSE(messenger_->IsLoggedIn(bob));
+
+  EXPECT_EQ(SendText(alice, "bob", "hello?").status().code(), ErrorCode::kUnknownRecipient);
+  EXPECT_EQ(messenger_->CreateAccount("Bob", kPassword).code(), ErrorCode::kUsernameTaken);
+  EXPECT_EQ(messenger_->Login(bob, "bob", kPassword).status().code(), ErrorCode::kAuthFailed);
+  // What bob sent before leaving still reaches carol, under his name.
+  const SessionId carol = Connect();
+  ASSERT_TRUE(messenger_->Login(carol, "carol", kPassword).ok());
+  Result<MessageBatch> batch = Fetch(carol);
+  ASSERT_EQ(batch->messages.size(), 1u);
+  EXPECT_EQ(batch->messages[0].sender, "bob");
+}
+
+TEST_F(MessengerTest, ListFiltersSortsAndPagesServerSide) {
+  const SessionId me = Online("zed");
+  for (const char* name : {"alice", "Bob", "bobby", "carol", "dave", "user1", "user2", "userx"}) {
+    ASSERT_TRUE(messenger_->CreateAccount(name, kPassword).ok());
+  }
+  auto list = [&](std::string pattern, std::string cursor, std::uint16_t limit) {
+    return messenger_->ListAccounts(me, {std::move(pattern), std::move(cursor), limit});
+  };
+  EXPECT_THAT(list("b*", "", 10)->usernames, ElementsAre("Bob", "bobby"));
+  EXPECT_THAT(list("B?B", "", 10)->usernames, ElementsAre("Bob"));
+  EXPECT_THAT(list("user[0-9]", "", 10)->usernames, ElementsAre("user1", "user2"));
+  EXPECT_THAT(list("[!abu]*", "", 10)->usernames, ElementsAre("carol", "dave", "zed"));
+  EXPECT_TRUE(list("nomatch*", "", 10)->usernames.empty());
+
+  // Paging through everything three at a time visits each name once, in order.
+  std::vector<std::string> all;
+  std::string cursor;
+  int pages = 0;
+  do {
+    Result<AccountList> page = list("", cursor, 3);
+    ASSERT_TRUE(page.ok());
+    all.insert(all.end(), page->usernames.begin(), page->usernames.end());
+    cursor = page->next_cursor;
+    ++pages;
+  } while (!cursor.empty());
+  EXPECT_EQ(pages, 3);
+  EXPECT_THAT(
+      all, ElementsAre("alice", "Bob", "bobby", "carol", "dave", "user1", "user2", "userx", "zed"));
+
+  EXPECT_EQ(list("[ab", "", 10).status().code(), ErrorCode::kInvalidPattern);
+  EXPECT_EQ(list("*", "", 0).status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(list("*", "Not A Cursor", 5).status().code(), ErrorCode::kInvalidArgument);
+}
+
+TEST_F(MessengerTest, ListDoesNotShowDeletedAccounts) {
+  const SessionId me = Online("me");
+  const SessionId gone = Online("gone");
+  ASSERT_TRUE(messenger_->DeleteAccount(gone, true).ok());
+  EXPECT_THAT(messenger_->ListAccounts(me, {"*", "", 10})->usernames, ElementsAre("me"));
+}
+
+TEST_F(MessengerTest, FetchStopsAtTheByteBudgetButReturnsAtLeastOne) {
+  const SessionId alice = Online("alice");
+  ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(SendText(alice, "bob", std::string(1000, 'x')).ok());
+  const SessionId bob = Connect();
+  ASSERT_TRUE(messenger_->Login(bob, "bob", kPassword).ok());
+  Result<MessageBatch> batch = messenger_->FetchUndelivered(bob, 50, 10);
+  ASSERT_TRUE(batch.ok());
+  EXPECT_EQ(batch->messages.size(), 1u);
+  EXPECT_EQ(batch->remaining, 2u);
+  EXPECT_EQ(messenger_->FetchUndelivered(bob, 0, 1000).status().code(),
+            ErrorCode::kInvalidArgument);
+}
+
+TEST_F(MessengerTest, ShutdownEndsEverySession) {
+  StrictMock<MockSink> a, b;
+  const SessionId logged_in = Online("alice", &a);
+  const SessionId anonymous = messenger_->Attach(b);
+  EXPECT_CALL(a, End(EndReason::kServerShutdown, _));
+  EXPECT_CALL(b, End(EndReason::kServerShutdown, _));
+  messenger_->Shutdown();
+  messenger_->Detach(logged_in);
+  messenger_->Detach(anonymous);
+}
+
+}  // namespace
+}  // namespace messenger
