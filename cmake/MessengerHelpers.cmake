@@ -10,10 +10,10 @@ function(messenger_set_warnings target)
 endfunction()
 
 # messenger_add_test(<name> LABEL <label> SOURCES <files...> [LIBS <targets...>]
-#                    [TIMEOUT <seconds>])
+#                    [TIMEOUT <seconds>] [ENVIRONMENT <VAR=value...>])
 # Builds one GoogleTest executable, registers each of its tests with CTest under <label>.
 function(messenger_add_test name)
-  cmake_parse_arguments(ARG "" "LABEL;TIMEOUT" "SOURCES;LIBS" ${ARGN})
+  cmake_parse_arguments(ARG "" "LABEL;TIMEOUT" "SOURCES;LIBS;ENVIRONMENT" ${ARGN})
   if(NOT ARG_LABEL)
     message(FATAL_ERROR "messenger_add_test(${name}): every test needs a LABEL")
   endif()
@@ -26,6 +26,6 @@ function(messenger_add_test name)
   include(GoogleTest)
   gtest_discover_tests(${name}
     WORKING_DIRECTORY ${PROJECT_SOURCE_DIR}
-    PROPERTIES LABELS ${ARG_LABEL} TIMEOUT ${ARG_TIMEOUT}
+    PROPERTIES LABELS ${ARG_LABEL} TIMEOUT ${ARG_TIMEOUT} ENVIRONMENT "${ARG_ENVIRONMENT}"
     DISCOVERY_TIMEOUT 60)
 endfunction()
