@@ -16,6 +16,11 @@ using codec_internal::IsValidEnum;
 
 constexpr std::size_t kMaxFieldLength = 0xFFFF;  // u16 length prefixes and list counts.
 
+// How error messages name a field; list items are visited without a name of their own.
+std::string FieldName(std::string_view name) {
+  return name.empty() ? std::string("a list item") : "field '" + std::string(name) + "'";
+}
+
 Status Malformed(std::string message) {
   return Status(ErrorCode::kMalformedBody, std::move(message));
 }
@@ -53,11 +58,10 @@ class Writer {
   void Bool(std::string_view, bool v) { out_.push_back(v ? 1 : 0); }
   void Str(std::string_view name, const std::string& s) {
     if (s.size() > kMaxFieldLength) {
-      return Fail(Malformed("field '" + std::string(name) + "' is longer than 65535 bytes"));
+      return Fail(Malformed(FieldName(name) + " is longer than 65535 bytes"));
     }
     if (!IsValidUtf8(s)) {
-      return Fail(
-          Status(ErrorCode::kInvalidUtf8, "field '" + std::string(name) + "' is not valid UTF-8"));
+      return Fail(Status(ErrorCode::kInvalidUtf8, FieldName(name) + " is not valid UTF-8"));
     }
     PutBigEndian(out_, static_cast<std::uint16_t>(s.size()));
     out_.insert(out_.end(), s.begin(), s.end());
@@ -112,7 +116,7 @@ class Reader {
     if (p == nullptr) return;
     s.assign(reinterpret_cast<const char*>(p), length);
     if (!IsValidUtf8(s)) {
-      Fail(Status(ErrorCode::kInvalidUtf8, "field '" + std::string(name) + "' is not valid UTF-8"));
+      Fail(Status(ErrorCode::kInvalidUtf8, FieldName(name) + " is not valid UTF-8"));
     }
   }
   template <typename E>

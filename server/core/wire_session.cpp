@@ -12,6 +12,13 @@ namespace {
 // Bytes of a MESSAGE_BATCH frame besides its messages: header, list count, `remaining`.
 constexpr std::size_t kBatchOverhead = kFrameHeaderSize + 2 + 4;
 
+// Most usernames an ACCOUNT_LIST frame of `max_frame_size` bytes can carry: each name takes a
+// length prefix and up to kMaxUsernameBytes, and the cursor is one more name.
+std::size_t MaxNamesPerFrame(std::uint32_t max_frame_size) {
+  const std::size_t per_name = 2 + kMaxUsernameBytes;
+  return (max_frame_size - kFrameHeaderSize - 2) / per_name - 1;
+}
+
 template <class... F>
 struct Overloaded : F... {
   using F::operator()...;
@@ -67,12 +74,6 @@ void WireSession::Handle(const DecodeResult& decoded, std::uint64_t now_ms, Byte
     return ReplyError(id, decoded.status, out, /*close=*/!handshake_done_);
   }
   const MessageType type = TypeOf(decoded.message);
-  if (!IsRequest(type)) {
-    return ReplyError(id,
-                      Status(ErrorCode::kUnexpectedMessage,
-                             std::string(MessageTypeName(type)) + " is not a request"),
-                      out, !handshake_done_);
-  }
   if (!handshake_done_) {
     const auto* hello = std::get_if<Hello>(&decoded.message);
     if (hello == nullptr) {
@@ -92,6 +93,12 @@ void WireSession::Handle(const DecodeResult& decoded, std::uint64_t now_ms, Byte
                          static_cast<std::uint32_t>(kMaxTextBytes),
                          messenger_.options().max_queued_per_user, options_.server_name},
                  out);
+  }
+  if (!IsRequest(type)) {
+    return ReplyError(id,
+                      Status(ErrorCode::kUnexpectedMessage,
+                             std::string(MessageTypeName(type)) + " is not a request"),
+                      out);
   }
 
   // Answers a Result<T> with `to_message(value)` or its error.
@@ -129,7 +136,11 @@ void WireSession::Handle(const DecodeResult& decoded, std::uint64_t now_ms, Byte
             answer_status(status);
           },
           [&](const ListAccounts& m) {
-            answer(messenger_.ListAccounts(id_, m), [](AccountList list) { return list; });
+            // A page of maximum-length names must fit in one frame of the configured size.
+            ListAccounts request = m;
+            request.limit = static_cast<std::uint16_t>(
+                std::min<std::size_t>(request.limit, MaxNamesPerFrame(options_.max_frame_size)));
+            answer(messenger_.ListAccounts(id_, request), [](AccountList list) { return list; });
           },
           [&](const Send& m) { answer(messenger_.Send(id_, m), [](SendOk ok) { return ok; }); },
           [&](const FetchUndelivered& m) {

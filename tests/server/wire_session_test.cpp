@@ -104,6 +104,39 @@ TEST_F(WireSessionTest, AnythingBeforeHelloIsFatal) {
   EXPECT_TRUE(Exchange({{6, Hello{kProtocolVersion}}}).empty()) << "closed sessions stay silent";
 }
 
+TEST_F(WireSessionTest, BeforeHelloEvenRequestLevelErrorsClose) {
+  EXPECT_EQ(CodeOf(One({5, Pong{1}})), ErrorCode::kHandshakeRequired);
+  EXPECT_FALSE(open_);
+  Reconnect();
+  const Bytes unknown_type = {0, 0, 0, 5, 0x3E, 0, 0, 0, 42};
+  std::vector<Frame> replies = ExchangeBytes(unknown_type);
+  ASSERT_EQ(replies.size(), 1u);
+  EXPECT_EQ(CodeOf(replies[0]), ErrorCode::kUnknownType);
+  EXPECT_FALSE(open_);
+}
+
+TEST_F(WireSessionTest, ListPagesFitTheFrameLimit) {
+  session_.reset();
+  WireOptions options;
+  options.max_frame_size = kMinMaxFrameSize;
+  session_ = std::make_unique<WireSession>(messenger_, sink_, options, now_);
+  HelloAndLogin("a");
+  for (int i = 0; i < 300; ++i) {
+    // Maximum-length names: the worst case for the page size.
+    std::string name = std::to_string(1000 + i) + std::string(kMaxUsernameBytes - 4, 'n');
+    ASSERT_TRUE(messenger_.CreateAccount(name, kPassword).ok());
+  }
+  const Frame reply = One({3, ListAccounts{"*", "", kMaxListLimit}});
+  const auto* list = std::get_if<AccountList>(&reply.message);
+  ASSERT_NE(list, nullptr) << Describe(reply);
+  EXPECT_GT(list->usernames.size(), 100u);
+  EXPECT_LT(list->usernames.size(), 300u);
+  EXPECT_FALSE(list->next_cursor.empty());
+  Bytes encoded;
+  ASSERT_TRUE(EncodeFrame(reply, encoded).ok());
+  EXPECT_LE(encoded.size() - kLengthPrefixSize, kMinMaxFrameSize);
+}
+
 TEST_F(WireSessionTest, WrongVersionIsFatal) {
   EXPECT_EQ(CodeOf(One({1, Hello{2}})), ErrorCode::kUnsupportedVersion);
   EXPECT_FALSE(open_);
