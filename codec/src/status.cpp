@@ -56,13 +56,19 @@ std::string_view ErrorCodeName(ErrorCode code) {
       return "SERVER_BUSY";
     case ErrorCode::kInternal:
       return "INTERNAL";
+    case ErrorCode::kConnectionFailed:
+      return "CONNECTION_FAILED";
+    case ErrorCode::kDisconnected:
+      return "DISCONNECTED";
+    case ErrorCode::kTimeout:
+      return "TIMEOUT";
   }
   return "UNKNOWN";
 }
 
 bool IsKnownErrorCode(std::uint16_t value) {
   const auto code = static_cast<ErrorCode>(value);
-  return code != ErrorCode::kOk && ErrorCodeName(code) != "UNKNOWN";
+  return code != ErrorCode::kOk && value < 1000 && ErrorCodeName(code) != "UNKNOWN";
 }
 
 bool IsFatal(ErrorCode code) {

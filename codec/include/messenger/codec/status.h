@@ -50,9 +50,13 @@ enum class ErrorCode : std::uint16_t {
   // Server condition.
   kServerBusy = 60,
   kInternal = 61,
+  // Local to a client, never on the wire: the connection itself failed.
+  kConnectionFailed = 1000,  // Could not connect.
+  kDisconnected = 1001,      // The connection ended before the response arrived.
+  kTimeout = 1002,           // No response within the request timeout.
 };
 
-// Returns true iff `value` is an ErrorCode listed above other than kOk.
+// Returns true iff `value` is a wire ErrorCode listed above (not kOk, not a local code).
 bool IsKnownErrorCode(std::uint16_t value);
 
 // Returns true iff a peer that sends or receives this error must close the connection afterwards
