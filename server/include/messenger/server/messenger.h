@@ -3,8 +3,9 @@
 //
 // A connection Attach()es with a SessionSink for pushes and gets a SessionId; LOGIN binds a user to
 // it. The sender of a message is always the session's user. Thread-safe: connections call it
-// concurrently. The core's lock guards only in-memory state; it is never held across store calls,
-// password hashing or sink calls.
+// concurrently. The core's lock guards only in-memory state; it is never held across store calls
+// or password hashing. Sink calls happen under it, which is why sinks must only queue (never block
+// or call back into the core), and why Detach() returning means no push is still in progress.
 #ifndef MESSENGER_SERVER_MESSENGER_H_
 #define MESSENGER_SERVER_MESSENGER_H_
 

@@ -1,0 +1,461 @@
+#include "tcp_connection.h"
+
+#include <Poco/Exception.h>
+#include <Poco/Net/SocketImpl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <utility>
+
+#include "messenger/codec/limits.h"
+#include "messenger/server/clock.h"
+#include "messenger/server/wire_session.h"
+
+namespace messenger {
+namespace {
+
+// Bytes read from the socket per recv(): the most a connection holds of unprocessed input.
+constexpr std::size_t kReadChunk = 64 * 1024;
+// Unsent output above which no more requests are read: a client that pipelines without reading
+// its answers is slowed down by TCP flow control rather than growing this buffer.
+constexpr std::size_t kPauseReadingBytes = 256 * 1024;
+// Written bytes after which the sent prefix of the outbound buffer is dropped.
+constexpr std::size_t kCompactBytes = 64 * 1024;
+// After the last write of a graceful close: how long input is drained so that unread bytes do
+// not turn the close into a reset that could destroy the final frame in flight.
+constexpr std::uint64_t kLingerMs = 100;
+// TCP keepalive: probe after 60 s of silence, every 10 s, give up after 6 unanswered probes,
+// so a vanished peer is noticed well before the idle timeout on a busy connection.
+constexpr int kKeepIdleSeconds = 60;
+constexpr int kKeepIntervalSeconds = 10;
+constexpr int kKeepCount = 6;
+
+void SetIntOption(int fd, int level, int name, int value) {
+  // Best effort: a socket option the kernel refuses only weakens liveness detection.
+  (void)::setsockopt(fd, level, name, &value, sizeof value);
+}
+
+}  // namespace
+
+// ---- TcpFrontDoor::Shared ----
+
+TcpFrontDoor::Shared::Shared(Messenger& messenger_in, const TcpOptions& options_in)
+    : messenger(messenger_in), options(options_in), logger(Poco::Logger::get("messenger.tcp")) {}
+
+bool TcpFrontDoor::Shared::Register(TcpConnection* connection) {
+  std::lock_guard lock(mu_);
+  live_.insert(connection);
+  return !ending_all_;
+}
+
+void TcpFrontDoor::Shared::Unregister(TcpConnection* connection) {
+  std::lock_guard lock(mu_);
+  live_.erase(connection);
+  admitted.fetch_sub(1);
+  if (live_.empty()) empty_.notify_all();
+}
+
+void TcpFrontDoor::Shared::EndAll() {
+  std::lock_guard lock(mu_);
+  ending_all_ = true;
+  // Holding mu_ keeps each connection alive during the call (Unregister waits for it); End()
+  // only queues a frame and signals, so this never waits on a client.
+  for (TcpConnection* connection : live_) {
+    connection->End(EndReason::kServerShutdown, "server is shutting down");
+  }
+}
+
+void TcpFrontDoor::Shared::AbortAll() {
+  std::lock_guard lock(mu_);
+  for (TcpConnection* connection : live_) connection->Abort();
+}
+
+bool TcpFrontDoor::Shared::WaitUntilEmpty(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  return empty_.wait_for(lock, timeout, [this] { return live_.empty(); });
+}
+
+int TcpFrontDoor::Shared::live() const {
+  std::lock_guard lock(mu_);
+  return static_cast<int>(live_.size());
+}
+
+// ---- TcpConnection ----
+
+TcpConnection::TcpConnection(const Poco::Net::StreamSocket& socket,
+                             std::shared_ptr<TcpFrontDoor::Shared> shared)
+    : Poco::Net::TCPServerConnection(socket),
+      shared_(std::move(shared)),
+      logger_(shared_->logger),
+      wake_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+  try {
+    peer_ = socket.peerAddress().toString();
+  } catch (const Poco::Exception&) {
+    peer_ = "(unknown peer)";  // Already disconnected; the loop notices.
+  }
+  label_ = "connection from " + peer_;
+  if (!shared_->Register(this)) End(EndReason::kServerShutdown, "server is shutting down");
+}
+
+TcpConnection::~TcpConnection() {
+  shared_->Unregister(this);
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void TcpConnection::run() {
+  try {
+    Serve();
+  } catch (const Poco::Exception& e) {
+    logger_.error(label_ + ": unexpected error, closing: " + e.displayText());
+  } catch (const std::exception& e) {
+    logger_.error(label_ + ": unexpected error, closing: " + e.what());
+  }
+}
+
+void TcpConnection::Serve() {
+  if (wake_fd_ < 0) {
+    logger_.error(label_ + ": closed at once: cannot create an eventfd: " + std::strerror(errno));
+    return;
+  }
+  Poco::Net::StreamSocket& sock = socket();
+  fd_ = sock.impl()->sockfd();
+  sock.setBlocking(false);
+  sock.setNoDelay(true);
+  sock.setKeepAlive(true);
+  SetIntOption(fd_, IPPROTO_TCP, TCP_KEEPIDLE, kKeepIdleSeconds);
+  SetIntOption(fd_, IPPROTO_TCP, TCP_KEEPINTVL, kKeepIntervalSeconds);
+  SetIntOption(fd_, IPPROTO_TCP, TCP_KEEPCNT, kKeepCount);
+
+  Clock& clock = SystemClock();
+  const TcpOptions& options = shared_->options;
+  std::uint64_t now = clock.SteadyMs();
+  WireSession session(shared_->messenger, *this, options.wire, now);
+  session_id_ = session.id();
+  label_ = "session " + std::to_string(session_id_) + " from " + peer_;
+  logger_.information(label_ + ": connected (" + std::to_string(shared_->live()) + " live)");
+
+  Bytes input(kReadChunk);
+  std::size_t input_begin = 0;
+  std::size_t input_end = 0;
+  Bytes replies;
+  bool session_open = true;  // False once the session answered a fatal error or timed out.
+  bool peer_eof = false;
+  CloseReason reason = CloseReason::kPeerClosed;
+  int error = 0;
+
+  for (;;) {
+    now = clock.SteadyMs();
+    bool ending;
+    std::size_t pending;
+    {
+      std::lock_guard lock(mu_);
+      if (abort_) {
+        reason = CloseReason::kAborted;
+        break;
+      }
+      if (overflow_) {
+        reason = CloseReason::kSlowConsumerOverflow;
+        break;
+      }
+      ending = ending_;
+      pending = outbound_.size() - outbound_sent_;
+    }
+
+    // Hand buffered input to the session one frame at a time, pausing while output backs up.
+    while (session_open && !ending && input_begin < input_end && pending < kPauseReadingBytes) {
+      const std::span<const std::uint8_t> available(input.data() + input_begin,
+                                                    input_end - input_begin);
+      const std::span<const std::uint8_t> chunk = available.first(tap_.BytesToFrameEnd(available));
+      input_begin += chunk.size();
+      if (std::optional<TappedFrame> frame = tap_.Consume(chunk)) NoteRequest(*frame);
+      replies.clear();
+      const bool keep_open = session.OnBytes(chunk, now, replies);
+      NoteReplies(replies);
+      pending = AppendOutbound(replies);
+      if (!keep_open) {
+        session_open = false;
+        reason = CloseReason::kProtocolError;
+      }
+    }
+    if (input_begin == input_end) input_begin = input_end = 0;
+
+    if (session_open && !ending && now >= session.Deadline()) {
+      replies.clear();
+      if (!session.OnTick(now, replies)) {
+        session_open = false;
+        reason = CloseReason::kTimeout;
+      }
+      NoteReplies(replies);
+      pending = AppendOutbound(replies);
+    }
+
+    // `pending` and `ending` come from one look under the lock: a SESSION_ENDED queued after it
+    // wakes the loop again, one queued before it is counted in `pending`.
+    if (!Flush(now, pending, ending, error)) {
+      reason = CloseReason::kWriteError;
+      break;
+    }
+    if (ending && session_open) reason = CloseReason::kEnded;
+    const bool finished = !session_open || ending || (peer_eof && input_begin == input_end);
+    if (finished && pending == 0) break;
+    if (pending > 0 && stalled_since_ms_ != 0 &&
+        now - stalled_since_ms_ >= options.send_timeout_ms) {
+      reason = CloseReason::kSlowConsumerStalled;
+      break;
+    }
+
+    const bool want_read = session_open && !ending && !peer_eof && input_begin == input_end &&
+                           pending < kPauseReadingBytes;
+    std::uint64_t wake_at = std::numeric_limits<std::uint64_t>::max();
+    if (session_open && !ending) wake_at = session.Deadline();
+    if (pending > 0 && stalled_since_ms_ != 0) {
+      wake_at = std::min(wake_at, stalled_since_ms_ + options.send_timeout_ms);
+    }
+    int timeout_ms = -1;
+    if (wake_at != std::numeric_limits<std::uint64_t>::max()) {
+      // A deadline already past is retried after a short pause rather than in a busy loop.
+      timeout_ms =
+          wake_at > now ? static_cast<int>(std::min<std::uint64_t>(wake_at - now, INT_MAX)) : 10;
+    }
+    pollfd fds[2] = {};
+    fds[0].fd = fd_;
+    fds[0].events = static_cast<short>((want_read ? POLLIN : 0) | (pending > 0 ? POLLOUT : 0));
+    fds[1].fd = wake_fd_;
+    fds[1].events = POLLIN;
+    const int ready = ::poll(fds, 2, timeout_ms);
+    if (ready < 0) {
+      if (errno == EINTR) continue;
+      error = errno;
+      reason = CloseReason::kReadError;
+      break;
+    }
+    if (fds[1].revents & POLLIN) {
+      std::uint64_t ignored;
+      (void)!::read(wake_fd_, &ignored, sizeof ignored);
+    }
+    if (want_read && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+      const ssize_t n = ::recv(fd_, input.data(), input.size(), 0);
+      if (n > 0) {
+        input_begin = 0;
+        input_end = static_cast<std::size_t>(n);
+      } else if (n == 0) {
+        peer_eof = true;
+        reason = CloseReason::kPeerClosed;
+      } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        error = errno;
+        reason = CloseReason::kReadError;
+        break;
+      }
+    }
+  }
+
+  const bool hard = reason == CloseReason::kSlowConsumerStalled ||
+                    reason == CloseReason::kSlowConsumerOverflow ||
+                    reason == CloseReason::kAborted || reason == CloseReason::kWriteError ||
+                    reason == CloseReason::kReadError;
+  {
+    std::lock_guard lock(mu_);
+    ending_ = true;  // No more pushes are queued from here on.
+  }
+  const std::string text = label_ + (user_.empty() ? "" : " (" + user_ + ")") +
+                           ": closed: " + CloseReasonText(reason, error);
+  if (reason == CloseReason::kSlowConsumerStalled || reason == CloseReason::kSlowConsumerOverflow) {
+    logger_.warning(text);
+  } else {
+    logger_.information(text);
+  }
+  CloseSocket(hard);
+  // `session` is destroyed here: it detaches, and messages handed to this connection but not
+  // ACKed become undelivered again.
+}
+
+void TcpConnection::Deliver(const StoredMessage& message) {
+  Bytes frame;
+  const Status status = EncodeFrame(Frame{0, messenger::Deliver{message}}, frame);
+  if (!status.ok()) {
+    logger_.error(label_ + ": cannot encode DELIVER of message " +
+                  std::to_string(message.message_id) + ": " + status.ToString());
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (ending_ || abort_ || overflow_) return;  // It stays stored; the next session gets it.
+    if (outbound_.size() - outbound_sent_ + frame.size() > shared_->options.max_outbound_bytes) {
+      overflow_ = true;
+    } else {
+      outbound_.insert(outbound_.end(), frame.begin(), frame.end());
+    }
+  }
+  Wake();
+}
+
+void TcpConnection::End(EndReason reason, const std::string& message) {
+  Bytes frame;
+  const Status status = EncodeFrame(Frame{0, SessionEnded{reason, message}}, frame);
+  {
+    std::lock_guard lock(mu_);
+    if (ending_ || abort_) return;
+    ending_ = true;
+    end_reason_ = reason;
+    if (status.ok()) outbound_.insert(outbound_.end(), frame.begin(), frame.end());
+  }
+  Wake();
+}
+
+void TcpConnection::Abort() {
+  {
+    std::lock_guard lock(mu_);
+    abort_ = true;
+  }
+  Wake();
+}
+
+std::size_t TcpConnection::AppendOutbound(const Bytes& bytes) {
+  std::lock_guard lock(mu_);
+  // SESSION_ENDED is the last frame of a connection: a reply the session produced after it
+  // (a request that was in progress when the session was taken over or the server stopped) is
+  // dropped; a client retries, and SEND's client_message_id makes the retry safe.
+  if (ending_) return outbound_.size() - outbound_sent_;
+  // Replies are not held to max_outbound_bytes: reading pauses at kPauseReadingBytes, so they
+  // add at most one reply beyond it.
+  outbound_.insert(outbound_.end(), bytes.begin(), bytes.end());
+  return outbound_.size() - outbound_sent_;
+}
+
+bool TcpConnection::Flush(std::uint64_t now_ms, std::size_t& pending, bool& ending, int& error) {
+  std::lock_guard lock(mu_);
+  bool progress = false;
+  while (outbound_sent_ < outbound_.size()) {
+    const ssize_t n = ::send(fd_, outbound_.data() + outbound_sent_,
+                             outbound_.size() - outbound_sent_, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      outbound_sent_ += static_cast<std::size_t>(n);
+      progress = true;
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      break;
+    } else {
+      error = n < 0 ? errno : EPIPE;
+      return false;
+    }
+  }
+  if (outbound_sent_ == outbound_.size()) {
+    outbound_.clear();
+    outbound_sent_ = 0;
+    stalled_since_ms_ = 0;
+  } else {
+    if (progress || stalled_since_ms_ == 0) stalled_since_ms_ = now_ms;
+    if (outbound_sent_ >= kCompactBytes && outbound_sent_ * 2 >= outbound_.size()) {
+      outbound_.erase(outbound_.begin(),
+                      outbound_.begin() + static_cast<std::ptrdiff_t>(outbound_sent_));
+      outbound_sent_ = 0;
+    }
+  }
+  pending = outbound_.size() - outbound_sent_;
+  ending = ending_;
+  return true;
+}
+
+void TcpConnection::Wake() {
+  const std::uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof one);
+}
+
+void TcpConnection::NoteRequest(const TappedFrame& frame) {
+  if (!frame.login_username.empty()) pending_login_.emplace(frame.request_id, frame.login_username);
+  if (logger_.debug()) {
+    logger_.debug(label_ + ": -> " +
+                  std::string(MessageTypeName(static_cast<MessageType>(frame.type))) + " #" +
+                  std::to_string(frame.request_id) + " (" + std::to_string(frame.size) + " bytes)");
+  }
+}
+
+void TcpConnection::NoteReplies(const Bytes& replies) {
+  if (replies.empty()) return;
+  const bool debug = logger_.debug();
+  ReplySummary summary = SummarizeReplies(replies, debug);
+  if (debug) logger_.debug(label_ + ": <- " + summary.description);
+  if (summary.login_ok_id && pending_login_ && pending_login_->first == *summary.login_ok_id) {
+    user_ = pending_login_->second;
+    logger_.information(label_ + ": logged in as " + user_);
+  }
+  if (summary.has_ok && !user_.empty() && !shared_->messenger.IsLoggedIn(session_id_)) {
+    logger_.information(label_ + ": " + user_ + " logged out");
+    user_.clear();
+  }
+  if (summary.fatal_error) fatal_error_ = std::move(summary.fatal_error);
+  if (summary.session_ended) session_ended_ = std::move(summary.session_ended);
+}
+
+std::string TcpConnection::CloseReasonText(CloseReason reason, int error) const {
+  switch (reason) {
+    case CloseReason::kPeerClosed:
+      return "peer closed the connection";
+    case CloseReason::kReadError:
+      return std::string("receive failed: ") + std::strerror(error);
+    case CloseReason::kWriteError:
+      return std::string("send failed: ") + std::strerror(error);
+    case CloseReason::kProtocolError:
+      if (fatal_error_) {
+        return "fatal protocol error " + std::string(ErrorCodeName(fatal_error_->code)) + " (" +
+               fatal_error_->message + ")";
+      }
+      return "fatal protocol error";
+    case CloseReason::kTimeout:
+      if (session_ended_ && session_ended_->reason == EndReason::kLoginTimeout) {
+        return "login timeout";
+      }
+      return "idle timeout";
+    case CloseReason::kEnded: {
+      std::lock_guard lock(mu_);
+      if (end_reason_ == EndReason::kTakeover) return "session taken over by a new login";
+      if (end_reason_ == EndReason::kServerShutdown) return "server shutdown";
+      return "session ended";
+    }
+    case CloseReason::kSlowConsumerStalled:
+      return "slow consumer: no write progress for " +
+             std::to_string(shared_->options.send_timeout_ms) + " ms";
+    case CloseReason::kSlowConsumerOverflow:
+      return "slow consumer: more than " + std::to_string(shared_->options.max_outbound_bytes) +
+             " bytes of pushes unsent";
+    case CloseReason::kAborted:
+      return "closed without flushing at shutdown";
+  }
+  return "unknown";
+}
+
+void TcpConnection::CloseSocket(bool hard) {
+  try {
+    if (hard) {
+      // Drop whatever is still queued in the kernel for a client that is not reading.
+      socket().setLinger(true, 0);
+    } else {
+      ::shutdown(fd_, SHUT_WR);
+      Clock& clock = SystemClock();
+      const std::uint64_t until = clock.SteadyMs() + kLingerMs;
+      std::uint8_t sink[4096];
+      for (std::uint64_t now = clock.SteadyMs(); now < until; now = clock.SteadyMs()) {
+        pollfd fd = {fd_, POLLIN, 0};
+        if (::poll(&fd, 1, static_cast<int>(until - now)) <= 0) break;
+        const ssize_t n = ::recv(fd_, sink, sizeof sink, 0);
+        if (n <= 0 && !(n < 0 && (errno == EAGAIN || errno == EINTR))) break;
+      }
+    }
+    socket().close();
+  } catch (const Poco::Exception&) {
+    // Closing a socket the peer already reset: nothing left to do.
+  }
+}
+
+}  // namespace messenger
