@@ -3,6 +3,7 @@
 #include <string_view>
 
 #include "server_app.h"
+#include "terminal_app.h"
 
 namespace {
 
@@ -11,7 +12,7 @@ void PrintUsage(std::ostream& out) {
          "\n"
          "Commands:\n"
          "  server     run the messenger server (poco_messenger server --help for its options)\n"
-         "  client     the terminal client (not yet available)\n"
+         "  client     the terminal client (poco_messenger client --help for its commands)\n"
          "\n"
          "  --help     show this help\n"
          "  --version  print the version\n";
@@ -38,8 +39,8 @@ int main(int argc, char** argv) {
     return messenger::RunServer(argc - 1, argv + 1);
   }
   if (command == "client") {
-    std::cerr << "poco_messenger: the client is not yet available in this version\n";
-    return messenger::kExitUsage;
+    argv[1] = argv[0];
+    return messenger::terminal::RunClient(argc - 1, argv + 1);
   }
   std::cerr << "poco_messenger: unknown command '" << command << "'\n\n";
   PrintUsage(std::cerr);
