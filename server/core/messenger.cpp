@@ -252,7 +252,13 @@ Result<LoginOk> Messenger::Login(SessionId session, std::string_view username,
   }
   // Counted after the session is online, so every message is either counted here or pushed.
   Result<std::uint32_t> unread = st.store.CountMessages(key);
-  if (!unread.ok()) return unread.status();
+  if (!unread.ok()) {
+    // A failed LOGIN must leave the session logged out, as its ERROR says.
+    std::lock_guard lock(st.mutex);
+    const auto it = st.sessions.find(session);
+    if (it != st.sessions.end()) st.LogOut(session, it->second);
+    return unread.status();
+  }
   return LoginOk{*unread};
 }
 
@@ -373,7 +379,6 @@ Result<SendOk> Messenger::Send(SessionId session, const messenger::Send& request
 Result<MessageBatch> Messenger::FetchUndelivered(SessionId session, std::uint16_t limit,
                                                  std::size_t max_bytes) {
   State& st = *state_;
-  if (limit == 0) return Status(ErrorCode::kInvalidArgument, "limit must be at least 1");
   const std::size_t want = std::min<std::size_t>(limit, kMaxFetchLimit);
   std::optional<User> user;
   std::uint64_t cursor = 0;
@@ -386,6 +391,12 @@ Result<MessageBatch> Messenger::FetchUndelivered(SessionId session, std::uint16_
     cursor = it->second.fetch_cursor;
     handed = it->second.handed;
   }
+
+  // The session state is checked first (docs/PROTOCOL.md, 6.3).
+  if (limit == 0) return Status(ErrorCode::kInvalidArgument, "limit must be at least 1");
+  // Counted before anything is marked handed, so a failure leaves the session unchanged.
+  Result<std::uint32_t> stored = st.store.CountMessages(user->key);
+  if (!stored.ok()) return stored.status();
 
   MessageBatch batch;
   std::size_t bytes = 0;
@@ -426,8 +437,6 @@ Result<MessageBatch> Messenger::FetchUndelivered(SessionId session, std::uint16_
     entry.fetch_cursor = std::max(entry.fetch_cursor, cursor);
     handed_count = entry.handed.size();
   }
-  Result<std::uint32_t> stored = st.store.CountMessages(user->key);
-  if (!stored.ok()) return stored.status();
   batch.remaining = *stored > handed_count ? static_cast<std::uint32_t>(*stored - handed_count) : 0;
   return batch;
 }

@@ -350,6 +350,9 @@ TEST_F(MessengerTest, FetchStopsAtTheByteBudgetButReturnsAtLeastOne) {
   EXPECT_EQ(batch->remaining, 2u);
   EXPECT_EQ(messenger_->FetchUndelivered(bob, 0, 1000).status().code(),
             ErrorCode::kInvalidArgument);
+  EXPECT_EQ(messenger_->FetchUndelivered(Connect(), 0, 1000).status().code(),
+            ErrorCode::kNotLoggedIn)
+      << "the session state is checked before the arguments";
 }
 
 TEST_F(MessengerTest, ShutdownEndsEverySession) {
