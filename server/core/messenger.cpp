@@ -1,6 +1,7 @@
 #include "messenger/server/messenger.h"
 
 #include <algorithm>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <set>
@@ -60,6 +61,21 @@ struct SessionEntry {
   std::uint64_t fetch_cursor = 0;
 };
 
+// Pushes to one recipient leave in message-id order (docs/PROTOCOL.md, 10.2) although concurrent
+// SENDs commit and return in any order. A SEND takes a ticket before it appends; its committed
+// message waits until every SEND to the same recipient that was in flight when it committed has
+// finished, since only those can have received a smaller id. Later SENDs get larger ids, so a
+// waiting message never waits for them.
+struct PushQueue {
+  struct Ready {
+    std::uint64_t barrier = 0;  // Tickets below this must be finished first.
+    StoredMessage message;
+  };
+  std::uint64_t next_ticket = 0;
+  std::set<std::uint64_t> in_flight;
+  std::map<std::uint64_t, Ready> ready;  // By message id.
+};
+
 struct TokenBucket {
   double tokens = 0;
   std::uint64_t last_ms = 0;
@@ -90,6 +106,7 @@ struct Messenger::State {
   bool shut_down = false;
   std::unordered_map<SessionId, SessionEntry> sessions;
   std::unordered_map<std::string, SessionId> online;  // User key -> its session.
+  std::unordered_map<std::string, PushQueue> push_queues;  // Recipient key -> its queue.
   std::unordered_map<std::string, TokenBucket> send_buckets;
   std::unordered_map<std::string, LoginFailures> login_failures;
 
@@ -108,6 +125,44 @@ struct Messenger::State {
     entry.user.reset();
     entry.handed.clear();
     entry.fetch_cursor = 0;
+  }
+
+  // REQUIRES: mutex held. Registers a SEND to `recipient_key` about to append; returns its ticket.
+  std::uint64_t BeginSend(const std::string& recipient_key) {
+    PushQueue& queue = push_queues[recipient_key];
+    const std::uint64_t ticket = queue.next_ticket++;
+    queue.in_flight.insert(ticket);
+    return ticket;
+  }
+
+  // REQUIRES: mutex held. Finishes the SEND holding `ticket`; `committed` is its new message, if
+  // any. Pushes, in id order, every waiting message no unfinished SEND can precede.
+  void FinishSend(const std::string& recipient_key, std::uint64_t ticket,
+                  std::optional<StoredMessage> committed) {
+    const auto it = push_queues.find(recipient_key);
+    PushQueue& queue = it->second;
+    queue.in_flight.erase(ticket);
+    if (committed) {
+      const std::uint64_t id = committed->message_id;
+      queue.ready.emplace(id, PushQueue::Ready{queue.next_ticket, std::move(*committed)});
+    }
+    while (!queue.ready.empty()) {
+      PushQueue::Ready& first = queue.ready.begin()->second;
+      if (!queue.in_flight.empty() && *queue.in_flight.begin() < first.barrier) break;
+      Push(recipient_key, first.message);
+      queue.ready.erase(queue.ready.begin());
+    }
+    if (queue.in_flight.empty() && queue.ready.empty()) push_queues.erase(it);
+  }
+
+  // REQUIRES: mutex held. Hands `message` to the recipient's session, if online. Checked at push
+  // time: a recipient that logged in after the SEND counted or will fetch it, and its `handed`
+  // set keeps it from arriving twice.
+  void Push(const std::string& recipient_key, const StoredMessage& message) {
+    const auto online_it = online.find(recipient_key);
+    if (online_it == online.end()) return;
+    SessionEntry& entry = sessions.at(online_it->second);
+    if (entry.handed.insert(message.message_id).second) entry.sink->Deliver(message);
   }
 
   // REQUIRES: mutex held. Takes a send token; false when the user is over its rate.
@@ -342,38 +397,30 @@ Result<SendOk> Messenger::Send(SessionId session, const messenger::Send& request
                           ? message.timestamp_ms - st.options.dedupe_window_ms
                           : 0,
                       true};
+  std::uint64_t ticket = 0;
   {
     std::lock_guard lock(st.mutex);
     policy.accept_new = st.TakeSendToken(sender->key, st.clock.SteadyMs());
     if (st.online.count(recipient_key)) message.delivery = Delivery::kDelivered;
+    ticket = st.BeginSend(recipient_key);
   }
   Result<AppendOutcome> outcome = st.store.Append(message, policy);
-  if (!outcome.ok() || outcome->duplicate) {
-    if (policy.accept_new) {
-      std::lock_guard lock(st.mutex);
-      st.RefundSendToken(sender->key);
-    }
-    if (!outcome.ok()) {
-      if (outcome.status().code() == ErrorCode::kUnknownRecipient) return unknown;
-      return outcome.status();
-    }
-    return outcome->result;
-  }
-  const SendOk& accepted = outcome->result;
+  const bool stored = outcome.ok() && !outcome->duplicate;
   {
-    // Checked again after the commit: a recipient that logged in meanwhile counted or will fetch
-    // it, and gets it pushed now; the session's `handed` set keeps it from arriving twice.
     std::lock_guard lock(st.mutex);
-    const auto online = st.online.find(recipient_key);
-    if (online != st.online.end()) {
-      SessionEntry& entry = st.sessions.at(online->second);
-      if (entry.handed.insert(accepted.message_id).second) {
-        entry.sink->Deliver(
-            {accepted.message_id, sender->name, accepted.timestamp_ms, request.text});
-      }
+    std::optional<StoredMessage> committed;
+    if (stored) {
+      committed = StoredMessage{outcome->result.message_id, sender->name,
+                                outcome->result.timestamp_ms, request.text};
     }
+    st.FinishSend(recipient_key, ticket, std::move(committed));
+    if (!stored && policy.accept_new) st.RefundSendToken(sender->key);
   }
-  return accepted;
+  if (!outcome.ok()) {
+    if (outcome.status().code() == ErrorCode::kUnknownRecipient) return unknown;
+    return outcome.status();
+  }
+  return outcome->result;
 }
 
 Result<MessageBatch> Messenger::FetchUndelivered(SessionId session, std::uint16_t limit,

@@ -5,11 +5,16 @@
 #include <gmock/gmock.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 
 #include "messenger/server/clock.h"
 #include "messenger/server/messenger.h"
 #include "messenger/server/password_hasher.h"
+#include "messenger/server/store.h"
 
 namespace messenger::testing {
 
@@ -42,6 +47,75 @@ class MockSink : public SessionSink {
  public:
   MOCK_METHOD(void, Deliver, (const StoredMessage& message), (override));
   MOCK_METHOD(void, End, (EndReason reason, const std::string& message), (override));
+};
+
+// A memory store that can hold an append after its commit, to force concurrent SENDs to finish
+// out of id order, and can fail reads, to check that a failed request changes nothing.
+class ControlledStore final : public Store {
+ public:
+  ControlledStore() : inner_(MakeMemoryStore()) {}
+
+  // Appends of `text` commit, then wait until Release() (or the store is destroyed).
+  void HoldAppendsOf(std::string text) {
+    std::lock_guard lock(mutex_);
+    held_text_ = std::move(text);
+  }
+  void Release() {
+    std::lock_guard lock(mutex_);
+    held_text_.reset();
+    changed_.notify_all();
+  }
+  // Blocks until an append of the held text has committed and is waiting.
+  void AwaitHeld() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return holding_; });
+  }
+  std::atomic<bool> fail_reads{false};  // CountMessages and ListMessages answer kInternal.
+
+  Status CreateAccount(const AccountRecord& account) override {
+    return inner_->CreateAccount(account);
+  }
+  Result<std::optional<AccountRecord>> FindAccount(std::string_view key) override {
+    return inner_->FindAccount(key);
+  }
+  Result<std::vector<AccountRecord>> ScanAccounts(std::string_view after_key,
+                                                  std::size_t max) override {
+    return inner_->ScanAccounts(after_key, max);
+  }
+  Result<std::uint32_t> DeleteAccount(std::string_view key) override {
+    return inner_->DeleteAccount(key);
+  }
+  Result<AppendOutcome> Append(const NewMessage& message, const AppendPolicy& policy) override {
+    Result<AppendOutcome> outcome = inner_->Append(message, policy);
+    std::unique_lock lock(mutex_);
+    if (held_text_ == message.text) {
+      holding_ = true;
+      changed_.notify_all();
+      changed_.wait(lock, [&] { return held_text_ != message.text; });
+      holding_ = false;
+    }
+    return outcome;
+  }
+  Result<std::vector<StoredMessage>> ListMessages(std::string_view recipient_key,
+                                                  std::uint64_t after_id,
+                                                  std::size_t max) override {
+    if (fail_reads) return Status(ErrorCode::kInternal, "injected read failure");
+    return inner_->ListMessages(recipient_key, after_id, max);
+  }
+  Result<std::uint32_t> CountMessages(std::string_view recipient_key) override {
+    if (fail_reads) return Status(ErrorCode::kInternal, "injected read failure");
+    return inner_->CountMessages(recipient_key);
+  }
+  Status Ack(std::string_view recipient_key, std::span<const std::uint64_t> ids) override {
+    return inner_->Ack(recipient_key, ids);
+  }
+
+ private:
+  std::unique_ptr<Store> inner_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::optional<std::string> held_text_;
+  bool holding_ = false;
 };
 
 }  // namespace messenger::testing

@@ -5,7 +5,9 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fakes.h"
@@ -22,6 +24,7 @@ using ::testing::Field;
 using testing::MockSink;
 using ::testing::NiceMock;
 using ::testing::StrictMock;
+using testing::ControlledStore;
 
 constexpr char kPassword[] = "correct horse";
 
@@ -37,7 +40,7 @@ class MessengerTest : public ::testing::Test {
 
   void Make(MessengerOptions options) {
     messenger_.reset();
-    store_ = MakeMemoryStore();
+    store_ = std::make_unique<ControlledStore>();
     messenger_ = std::make_unique<Messenger>(*store_, hasher_, clock_, options);
   }
 
@@ -65,7 +68,7 @@ class MessengerTest : public ::testing::Test {
   FakeClock clock_;
   FakeHasher hasher_;
   NiceMock<MockSink> quiet_sink_;
-  std::unique_ptr<Store> store_;
+  std::unique_ptr<ControlledStore> store_;
   std::unique_ptr<Messenger> messenger_;
   std::uint64_t next_client_id_ = 1000;
 };
@@ -168,6 +171,101 @@ TEST_F(MessengerTest, SendToOnlineRecipientPushesAtOnce) {
   // Pushed but not ACKed: not fetched again on the same session.
   EXPECT_TRUE(Fetch(bob)->messages.empty());
   messenger_->Detach(bob);
+}
+
+// Records pushes from any thread.
+class RecordingSink final : public SessionSink {
+ public:
+  void Deliver(const StoredMessage& message) override {
+    std::lock_guard lock(mutex_);
+    delivered_.push_back(message);
+  }
+  void End(EndReason, const std::string&) override {}
+  std::vector<StoredMessage> delivered() const {
+    std::lock_guard lock(mutex_);
+    return delivered_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<StoredMessage> delivered_;
+};
+
+TEST_F(MessengerTest, PushesToOneRecipientLeaveInIdOrderWhenSendsFinishOutOfOrder) {
+  RecordingSink bob_sink;
+  const SessionId alice = Online("alice");
+  const SessionId carol = Online("carol");
+  const SessionId bob = Online("bob", &bob_sink);
+
+  store_->HoldAppendsOf("first");  // Committed with the smaller id, then delayed.
+  std::thread first_sender([&] { EXPECT_TRUE(SendText(alice, "bob", "first").ok()); });
+  store_->AwaitHeld();
+  Result<SendOk> second = SendText(carol, "bob", "second");
+  ASSERT_TRUE(second.ok());
+  EXPECT_TRUE(bob_sink.delivered().empty()) << "pushed ahead of a smaller id still in flight";
+
+  store_->Release();
+  first_sender.join();
+  const std::vector<StoredMessage> delivered = bob_sink.delivered();
+  ASSERT_EQ(delivered.size(), 2u);
+  EXPECT_EQ(delivered[0].text, "first");
+  EXPECT_EQ(delivered[1].text, "second");
+  EXPECT_LT(delivered[0].message_id, delivered[1].message_id);
+  messenger_->Detach(bob);
+}
+
+TEST_F(MessengerTest, HeldSendDoesNotDelayPushesToOtherRecipients) {
+  RecordingSink bob_sink;
+  RecordingSink dave_sink;
+  const SessionId alice = Online("alice");
+  const SessionId carol = Online("carol");
+  const SessionId bob = Online("bob", &bob_sink);
+  const SessionId dave = Online("dave", &dave_sink);
+
+  store_->HoldAppendsOf("slow");
+  std::thread slow_sender([&] { EXPECT_TRUE(SendText(alice, "bob", "slow").ok()); });
+  store_->AwaitHeld();
+  ASSERT_TRUE(SendText(carol, "dave", "quick").ok());
+  EXPECT_EQ(dave_sink.delivered().size(), 1u);
+  store_->Release();
+  slow_sender.join();
+  EXPECT_EQ(bob_sink.delivered().size(), 1u);
+  messenger_->Detach(bob);
+  messenger_->Detach(dave);
+}
+
+TEST_F(MessengerTest, FailedFetchLeavesTheSessionUnchanged) {
+  const SessionId alice = Online("alice");
+  ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
+  ASSERT_TRUE(SendText(alice, "bob", "one").ok());
+  ASSERT_TRUE(SendText(alice, "bob", "two").ok());
+  const SessionId bob = Connect();
+  ASSERT_TRUE(messenger_->Login(bob, "bob", kPassword).ok());
+
+  store_->fail_reads = true;
+  EXPECT_EQ(Fetch(bob).status().code(), ErrorCode::kInternal);
+  store_->fail_reads = false;
+  EXPECT_THAT(Texts(*Fetch(bob)), ElementsAre("one", "two")) << "nothing was marked handed";
+}
+
+TEST_F(MessengerTest, FailedLoginLeavesTheSessionLoggedOut) {
+  RecordingSink alice_sink;
+  ASSERT_TRUE(messenger_->CreateAccount("alice", kPassword).ok());
+  const SessionId bob = Online("bob");
+  const SessionId session = messenger_->Attach(alice_sink);
+
+  store_->fail_reads = true;
+  EXPECT_EQ(messenger_->Login(session, "alice", kPassword).status().code(), ErrorCode::kInternal);
+  store_->fail_reads = false;
+  EXPECT_FALSE(messenger_->IsLoggedIn(session));
+  Result<SendOk> sent = SendText(bob, "alice", "hello");
+  ASSERT_TRUE(sent.ok());
+  EXPECT_EQ(sent->delivery, Delivery::kQueued) << "alice must not count as online";
+  EXPECT_TRUE(alice_sink.delivered().empty());
+  Result<LoginOk> retry = messenger_->Login(session, "alice", kPassword);
+  ASSERT_TRUE(retry.ok()) << retry.status().ToString();
+  EXPECT_EQ(retry->unread_count, 1u);
+  messenger_->Detach(session);
 }
 
 TEST_F(MessengerTest, SendToOfflineRecipientIsQueuedAndFetchedOldestFirst) {

@@ -220,6 +220,14 @@ bool IsPush(MessageType type);
 // equal strings. Passwords are shown, since this is for tests; loggers must not log requests raw.
 std::string Describe(const Frame& frame);
 
+// The inverse of Describe(): returns the frame f with Describe(f) == line. Only that canonical form
+// is accepted: the type's fields in order, single spaces, decimal numbers without leading zeros,
+// enum values by name, strings escaped exactly as Describe escapes them (\", \\, and \xHH with
+// upper-case hex for the bytes 0x00-0x1F and 0x7F only). Request ids are not checked against the
+// type and strings are not checked for UTF-8; EncodeFrame does both. Errors: kInvalidArgument,
+// with a message naming the 1-based column where `line` departs from the form and why.
+Result<Frame> ParseDescription(std::string_view line);
+
 }  // namespace messenger
 
 #endif  // MESSENGER_CODEC_MESSAGES_H_

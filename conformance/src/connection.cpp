@@ -1,0 +1,197 @@
+#include "connection.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "messenger/codec/limits.h"
+
+namespace messenger::conformance {
+namespace {
+
+int MillisUntil(Clock::time_point deadline) {
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  return static_cast<int>(std::clamp<long long>(left, 0, 3'600'000));
+}
+
+std::uint32_t BigEndian32(const std::uint8_t* p) {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
+         std::uint32_t{p[3]};
+}
+
+}  // namespace
+
+std::string Hex(std::span<const std::uint8_t> bytes, std::size_t limit) {
+  std::string out;
+  char pair[4];
+  for (std::size_t i = 0; i < bytes.size() && i < limit; ++i) {
+    std::snprintf(pair, sizeof pair, "%02x", bytes[i]);
+    if (!out.empty()) out += ' ';
+    out += pair;
+  }
+  if (bytes.size() > limit) out += " ... (" + std::to_string(bytes.size()) + " bytes)";
+  return out;
+}
+
+Connection::~Connection() { Close(); }
+
+Status Connection::Open(const std::string& host, std::uint16_t port,
+                        std::chrono::milliseconds timeout) {
+  Close();
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const std::string service = std::to_string(port);
+  if (const int rc = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &found); rc != 0) {
+    return Status(ErrorCode::kConnectionFailed,
+                  "cannot resolve " + host + ": " + ::gai_strerror(rc));
+  }
+  std::string error = "no address";
+  const Clock::time_point deadline = Clock::now() + timeout;
+  for (addrinfo* a = found; a != nullptr && fd_ < 0; a = a->ai_next) {
+    const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    int rc = ::connect(fd, a->ai_addr, a->ai_addrlen);
+    if (rc != 0 && errno == EINPROGRESS) {
+      pollfd p = {fd, POLLOUT, 0};
+      rc = ::poll(&p, 1, MillisUntil(deadline)) == 1 ? 0 : -1;
+      int so_error = rc == 0 ? 0 : ETIMEDOUT;
+      socklen_t len = sizeof so_error;
+      if (rc == 0) ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len);
+      errno = so_error;
+      rc = so_error == 0 ? 0 : -1;
+    }
+    if (rc != 0) {
+      error = std::strerror(errno);
+      ::close(fd);
+      continue;
+    }
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    fd_ = fd;
+  }
+  ::freeaddrinfo(found);
+  if (fd_ < 0) {
+    return Status(ErrorCode::kConnectionFailed,
+                  "cannot connect to " + host + ":" + service + ": " + error);
+  }
+  buffer_.clear();
+  inbox_.clear();
+  unframed_ = closed_ = false;
+  close_detail_.clear();
+  write_error_.clear();
+  return Status::Ok();
+}
+
+Status Connection::Write(std::span<const std::uint8_t> bytes, std::chrono::milliseconds timeout) {
+  const Clock::time_point deadline = Clock::now() + timeout;
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+    if (n > 0) {
+      done += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      pollfd p = {fd_, POLLOUT, 0};
+      if (::poll(&p, 1, MillisUntil(deadline)) <= 0) {
+        write_error_ =
+            "the server took no more bytes within " + std::to_string(timeout.count()) + " ms";
+        return Status(ErrorCode::kTimeout, write_error_);
+      }
+      continue;
+    }
+    write_error_ = std::string("writing failed: ") + std::strerror(errno);
+    return Status(ErrorCode::kDisconnected, write_error_);
+  }
+  return Status::Ok();
+}
+
+bool Connection::Receive(Clock::time_point deadline) {
+  if (fd_ < 0 || closed_) return false;
+  pollfd p = {fd_, POLLIN, 0};
+  if (::poll(&p, 1, MillisUntil(deadline)) <= 0) return false;
+  const std::size_t before = inbox_.size();
+  std::uint8_t chunk[64 * 1024];
+  for (;;) {
+    const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
+    if (n > 0) {
+      if (!unframed_) buffer_.insert(buffer_.end(), chunk, chunk + n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    closed_ = true;
+    close_detail_ = n == 0 ? "end of stream" : std::string(std::strerror(errno));
+    break;
+  }
+  Split();
+  return closed_ || inbox_.size() > before;
+}
+
+void Connection::Drain() {
+  while (Receive(Clock::now())) {
+  }
+}
+
+void Connection::Close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+}
+
+void Connection::Split() {
+  std::size_t pos = 0;
+  while (!unframed_ && buffer_.size() - pos >= kLengthPrefixSize) {
+    const std::uint32_t length = BigEndian32(buffer_.data() + pos);
+    if (length < kFrameHeaderSize || length > kMaxMaxFrameSize) {
+      // No conforming server sends this; nothing after it can be delimited.
+      Arrival bad;
+      bad.bytes.assign(buffer_.begin() + static_cast<std::ptrdiff_t>(pos), buffer_.end());
+      bad.text = "an impossible length prefix " + std::to_string(length) +
+                 " (bytes: " + Hex(bad.bytes) + ")";
+      inbox_.push_back(std::move(bad));
+      unframed_ = true;
+      pos = buffer_.size();
+      break;
+    }
+    if (buffer_.size() - pos < kLengthPrefixSize + length) break;
+    Arrival arrival;
+    const auto begin = buffer_.begin() + static_cast<std::ptrdiff_t>(pos);
+    arrival.bytes.assign(begin, begin + static_cast<std::ptrdiff_t>(kLengthPrefixSize + length));
+    const DecodeResult decoded =
+        DecodeFrame(std::span<const std::uint8_t>(arrival.bytes).subspan(kLengthPrefixSize));
+    if (decoded.status.ok()) {
+      arrival.frame = Frame{decoded.request_id, decoded.message};
+      arrival.text = Describe(*arrival.frame);
+    } else {
+      arrival.text = "an undecodable frame (" + decoded.status.ToString() +
+                     "; bytes: " + Hex(arrival.bytes) + ")";
+    }
+    inbox_.push_back(std::move(arrival));
+    pos += kLengthPrefixSize + length;
+  }
+  buffer_.erase(buffer_.begin(), buffer_.begin() + static_cast<std::ptrdiff_t>(pos));
+  if (closed_ && !buffer_.empty() && !unframed_) {
+    Arrival partial;
+    partial.bytes = buffer_;
+    partial.text = "a partial frame before the connection closed (bytes: " + Hex(buffer_) + ")";
+    inbox_.push_back(std::move(partial));
+    buffer_.clear();
+  }
+}
+
+}  // namespace messenger::conformance

@@ -1,0 +1,72 @@
+// Scenario files: the conformance suite's line-oriented language (conformance/README.md).
+//
+// A scenario is parsed and checked completely before it runs: every frame line is checked
+// against the message types' field lists, every client is connected before it is used, every
+// `$capture` is taken before a request uses it. Macros (`hello`, `login`, `accounts`) are
+// expanded here into the core steps they stand for. Plain values; thread-compatible.
+#ifndef MESSENGER_CONFORMANCE_SCENARIO_H_
+#define MESSENGER_CONFORMANCE_SCENARIO_H_
+
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "messenger/codec/codec.h"
+#include "messenger/codec/status.h"
+
+namespace messenger::conformance {
+
+// The password the `login` and `accounts` macros use.
+inline constexpr char kMacroPassword[] = "correct horse battery staple";
+
+struct Step {
+  enum class Kind {
+    kConnect,         // connect NAME
+    kClose,           // close NAME
+    kSend,            // NAME > FRAME
+    kSendRaw,         // NAME > raw HEX...
+    kExpect,          // NAME < FRAME: the next frame on NAME matches
+    kExpectAnyOrder,  // NAME <~ FRAME: some frame not yet matched on NAME matches
+    kExpectClosed,    // NAME < closed
+    kExpectSilence,   // NAME !< DURATION
+    kRestart,         // restart: SIGTERM, then start again on the same database
+    kCrash,           // crash: SIGKILL, then start again on the same database
+    kSwarm,           // swarm N clients M messages [in acceptance order]
+  };
+  Kind kind = Kind::kConnect;
+  int line = 0;           // 1-based line in the scenario file.
+  std::string source;     // That line as written.
+  std::string expansion;  // For a step a macro produced: the step in the core language.
+  std::string client;
+  std::string text;  // kSend, kExpect, kExpectAnyOrder: the frame's one-line form.
+  Bytes bytes;       // kSendRaw
+  std::chrono::milliseconds duration{0};  // kExpectSilence
+  int clients = 0;                        // kSwarm
+  int messages = 0;                       // kSwarm: per client
+  bool acceptance_order = false;          // kSwarm: check pushes across senders too
+};
+
+struct Scenario {
+  std::filesystem::path path;
+  std::string name;   // The file stem.
+  std::string title;  // The first comment line.
+  std::vector<std::string> tags;
+  std::vector<std::string> server_args;  // server-args: extra options for the server.
+  std::vector<Step> steps;
+  bool restarts_server = false;  // Has restart or crash.
+};
+
+// Parses a scenario. Errors: kInvalidArgument, "<path>:<line>: <problem>".
+Result<Scenario> ParseScenario(std::string_view text, const std::filesystem::path& path);
+
+// Reads and parses the file at `path`.
+Result<Scenario> LoadScenario(const std::filesystem::path& path);
+
+// The step as one line of the core language (the expansion of a macro step, else its source).
+std::string ShowStep(const Step& step);
+
+}  // namespace messenger::conformance
+
+#endif  // MESSENGER_CONFORMANCE_SCENARIO_H_
