@@ -41,11 +41,13 @@ WireSession::~WireSession() { messenger_.Detach(id_); }
 
 bool WireSession::OnBytes(std::span<const std::uint8_t> bytes, std::uint64_t now_ms, Bytes& out) {
   if (closing_) return false;
-  last_activity_ms_ = now_ms;
   decoder_.Feed(bytes);
   while (!closing_) {
     std::optional<DecodeResult> decoded = decoder_.Next();
     if (!decoded) break;
+    // Only a complete frame restarts the idle timer (docs/PROTOCOL.md, 12.3): a client trickling
+    // one byte at a time must not hold the connection open.
+    last_activity_ms_ = now_ms;
     Handle(*decoded, now_ms, out);
   }
   return !closing_;

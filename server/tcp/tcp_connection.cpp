@@ -34,6 +34,12 @@ constexpr std::size_t kCompactBytes = 64 * 1024;
 // After the last write of a graceful close: how long input is drained so that unread bytes do
 // not turn the close into a reset that could destroy the final frame in flight.
 constexpr std::uint64_t kLingerMs = 100;
+// The kernel send buffer of a connection (the kernel doubles the value for its bookkeeping).
+// Fixed, because auto-tuning lets it grow to tcp_wmem's maximum (often 4 MiB): a client that
+// stops reading could then swallow hundreds of messages into kernel memory without the
+// connection ever stalling, so the send timeout would never see it. With this bound the stall
+// reaches the outbound buffer after ~128 KiB, and kernel memory per connection stays small.
+constexpr int kSendBufferBytes = 64 * 1024;
 // TCP keepalive: probe after 60 s of silence, every 10 s, give up after 6 unanswered probes,
 // so a vanished peer is noticed well before the idle timeout on a busy connection.
 constexpr int kKeepIdleSeconds = 60;
@@ -46,6 +52,24 @@ void SetIntOption(int fd, int level, int name, int value) {
 }
 
 }  // namespace
+
+Bytes EncodeServerBusy(const std::string& message) {
+  Bytes frame;
+  const Status status = EncodeFrame(Frame{0, Error{ErrorCode::kServerBusy, message}}, frame);
+  (void)status;  // The messages are constant ASCII text, which always encodes.
+  return frame;
+}
+
+void AnswerServerBusy(int fd, const Bytes& busy_frame) {
+  (void)::send(fd, busy_frame.data(), busy_frame.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  ::shutdown(fd, SHUT_WR);
+  // Unread input (a HELLO sent right after connect) would turn the close into a reset; discard
+  // what has already arrived, a bounded amount so a flood cannot hold the calling thread.
+  std::uint8_t sink[1024];
+  for (int i = 0; i < 16; ++i) {
+    if (::recv(fd, sink, sizeof sink, MSG_DONTWAIT) <= 0) break;
+  }
+}
 
 // ---- TcpFrontDoor::Shared ----
 
@@ -94,10 +118,12 @@ int TcpFrontDoor::Shared::live() const {
 
 TcpConnection::TcpConnection(const Poco::Net::StreamSocket& socket,
                              std::shared_ptr<TcpFrontDoor::Shared> shared)
-    : Poco::Net::TCPServerConnection(socket),
-      shared_(std::move(shared)),
-      logger_(shared_->logger),
-      wake_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+    : Poco::Net::TCPServerConnection(socket), shared_(std::move(shared)), logger_(shared_->logger) {
+  {
+    std::lock_guard lock(shared_->descriptors_mu);
+    wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd_ < 0) wake_fd_error_ = errno;
+  }
   try {
     peer_ = socket.peerAddress().toString();
   } catch (const Poco::Exception&) {
@@ -124,7 +150,12 @@ void TcpConnection::run() {
 
 void TcpConnection::Serve() {
   if (wake_fd_ < 0) {
-    logger_.error(label_ + ": closed at once: cannot create an eventfd: " + std::strerror(errno));
+    // Out of descriptors (see ListeningSocketImpl): the client is told so rather than finding
+    // its connection closed without a word.
+    AnswerServerBusy(socket().impl()->sockfd(),
+                     EncodeServerBusy("server is out of file descriptors; try later"));
+    logger_.error(label_ + ": refused with SERVER_BUSY: cannot create an eventfd: " +
+                  std::strerror(wake_fd_error_));
     return;
   }
   Poco::Net::StreamSocket& sock = socket();
@@ -132,6 +163,7 @@ void TcpConnection::Serve() {
   sock.setBlocking(false);
   sock.setNoDelay(true);
   sock.setKeepAlive(true);
+  SetIntOption(fd_, SOL_SOCKET, SO_SNDBUF, kSendBufferBytes);
   SetIntOption(fd_, IPPROTO_TCP, TCP_KEEPIDLE, kKeepIdleSeconds);
   SetIntOption(fd_, IPPROTO_TCP, TCP_KEEPINTVL, kKeepIntervalSeconds);
   SetIntOption(fd_, IPPROTO_TCP, TCP_KEEPCNT, kKeepCount);

@@ -28,6 +28,15 @@ namespace messenger {
 
 class TcpConnection;
 
+// ERROR(SERVER_BUSY) with request id 0 and `message`, encoded.
+Bytes EncodeServerBusy(const std::string& message);
+
+// Answers a connection the server will not serve: writes `busy_frame` (a fresh socket's send
+// buffer takes it whole), ends the output, and discards a bounded amount of input already
+// received, so that closing does not turn into a reset that destroys the frame in flight.
+// Never blocks. The caller closes `fd`.
+void AnswerServerBusy(int fd, const Bytes& busy_frame);
+
 struct TcpFrontDoor::Shared {
   Shared(Messenger& messenger_in, const TcpOptions& options_in);
 
@@ -49,6 +58,11 @@ struct TcpFrontDoor::Shared {
   // Connections accepted and not yet finished: counted on the accepting thread so the limit
   // holds before a pool thread picks the connection up.
   std::atomic<int> admitted{0};
+  // Held while a connection thread creates a descriptor (its eventfd) and while the accepting
+  // thread frees its reserve descriptor to shed a connection (ListeningSocketImpl): otherwise,
+  // with descriptors exhausted, the eventfd could take the freed slot and leave the accepting
+  // thread with neither the connection nor its reserve.
+  std::mutex descriptors_mu;
 
  private:
   mutable std::mutex mu_;
@@ -103,7 +117,8 @@ class TcpConnection final : public Poco::Net::TCPServerConnection, public Sessio
   std::shared_ptr<TcpFrontDoor::Shared> shared_;
   Poco::Logger& logger_;
   int fd_ = -1;
-  int wake_fd_ = -1;  // eventfd: other threads' pushes wake the loop.
+  int wake_fd_ = -1;       // eventfd: other threads' pushes wake the loop.
+  int wake_fd_error_ = 0;  // errno of the eventfd() that failed, if it did.
   std::string peer_;
   std::string label_;  // "session N from ADDRESS", for logs.
   std::uint64_t session_id_ = 0;

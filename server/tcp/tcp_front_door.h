@@ -32,7 +32,8 @@ namespace messenger {
 struct TcpOptions {
   std::string host = "0.0.0.0";
   std::uint16_t port = 5050;  // 0: an ephemeral port; port() tells which.
-  // Connections served at once; one more is refused with SERVER_BUSY. One thread each.
+  // Connections served at once; one more is refused with SERVER_BUSY. One thread each. Start
+  // lowers it, with a warning, to what the descriptor limit (RLIMIT_NOFILE) can serve.
   int max_connections = 1000;
   // Pushes queued for a client beyond this many unsent bytes: the client is too slow and is
   // disconnected (its messages stay stored and are delivered again on its next session).

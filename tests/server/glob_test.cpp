@@ -35,6 +35,16 @@ TEST(GlobTest, SetsRangesAndNegation) {
   EXPECT_TRUE(GlobMatch("[a-]", "-"));   // A trailing `-` is literal.
 }
 
+TEST(GlobTest, PatternsAreReadByCodePointNotByte) {
+  // "é" is two bytes (C3 A9) but one character: one `?`, one range end.
+  EXPECT_FALSE(GlobMatch("[\u00e9-z]", "a")) << "a range from U+00E9 holds no ASCII letter";
+  EXPECT_FALSE(GlobMatch("[\u00e9-z]*", "bob"));
+  EXPECT_TRUE(GlobMatch("[a-\u00e9]", "z"));
+  EXPECT_TRUE(GlobMatch("[!\u00e9]ob", "bob"));
+  EXPECT_FALSE(GlobMatch("\u00e9", "a"));
+  EXPECT_TRUE(GlobMatch("?", "\u00e9"));
+}
+
 TEST(GlobTest, MatchingIgnoresAsciiCase) {
   EXPECT_TRUE(GlobMatch("ALICE", "alice"));
   EXPECT_TRUE(GlobMatch("a*", "Alice"));

@@ -241,6 +241,19 @@ TEST_F(WireSessionTest, IdleTimeoutEndsAQuietSessionAndTrafficDefersIt) {
   EXPECT_EQ(std::get<SessionEnded>(frames[0].message).reason, EndReason::kIdleTimeout);
 }
 
+TEST_F(WireSessionTest, PartialFramesDoNotDeferTheIdleTimeout) {
+  HelloAndLogin("alice");
+  const std::uint64_t idle = WireOptions{}.idle_timeout_ms;
+  const Bytes ping = Encode({{3, Ping{1}}});
+  Bytes out;
+  ASSERT_TRUE(session_->OnBytes({ping.data(), ping.size() - 1}, idle - 10, out));
+  EXPECT_TRUE(out.empty());
+  EXPECT_FALSE(session_->OnTick(idle, out)) << "a trickled partial frame must not reset the clock";
+  const std::vector<Frame> frames = DecodeAll(out);
+  ASSERT_EQ(frames.size(), 1u);
+  EXPECT_EQ(std::get<SessionEnded>(frames[0].message).reason, EndReason::kIdleTimeout);
+}
+
 TEST_F(WireSessionTest, DestroyingTheSessionLogsOut) {
   HelloAndLogin("alice");
   const SessionId id = session_->id();

@@ -11,8 +11,8 @@ namespace messenger {
 // OK, or kInvalidPattern: longer than kMaxPatternBytes, or an unterminated `[`.
 Status CheckPattern(std::string_view pattern);
 
-// True iff `name` matches `pattern` (`*`, `?`, `[seq]`, `[!seq]`, ranges), ASCII
-// case-insensitively. Runs in O(|pattern| * |name|) time with no backtracking blow-up.
+// True iff `name` matches `pattern` (`*`, `?`, `[seq]`, `[!seq]`, ranges), both read by code
+// point, ASCII case-insensitively. Runs in O(|pattern| * |name|) time with no backtracking blow-up.
 // REQUIRES: CheckPattern(pattern).ok().
 bool GlobMatch(std::string_view pattern, std::string_view name);
 
