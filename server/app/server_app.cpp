@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "grpc_front_door.h"
 #include "messenger/codec/limits.h"
 #include "messenger/server/clock.h"
 #include "messenger/server/messenger.h"
@@ -44,6 +45,8 @@ namespace {
 
 // The line a supervisor (or a test) waits for on stdout; the bound port follows the colon.
 constexpr std::string_view kReadinessPrefix = "poco_messenger listening on ";
+// The second line, when gRPC is on.
+constexpr std::string_view kGrpcReadinessPrefix = "poco_messenger grpc listening on ";
 // How long connections get to write their last frames when the server stops.
 constexpr std::chrono::seconds kFlushTimeout{5};
 // File descriptors a connection needs (its socket and its wakeup eventfd), and those the rest
@@ -64,7 +67,10 @@ constexpr OptionSpec kSettings[] = {
     {"host", "ADDRESS", "0.0.0.0",
      "address to listen on; the protocol is plain TCP, so prefer 127.0.0.1 unless a TLS "
      "terminator or a private network protects it"},
-    {"port", "PORT", "5050", "TCP port; 0 picks a free port (see READINESS below)"},
+    {"port", "PORT", "5050", "TCP port of the wire protocol; 0 picks a free port (see READINESS)"},
+    {"grpc-port", "PORT|auto", "5051",
+     "TCP port of the gRPC front door (docs/PROTOCOL.md, section 15), on the same address; 0 "
+     "turns it off; auto picks a free port"},
     {"db", "FILE", "messenger.db",
      "SQLite database, created if absent; :memory: keeps everything in memory (lost at exit)"},
     {"sync", "full|normal", "full",
@@ -93,6 +99,8 @@ constexpr OptionSpec kSettings[] = {
 
 struct ServerSettings {
   TcpOptions tcp;
+  bool grpc_enabled = true;
+  GrpcOptions grpc;
   MessengerOptions messenger;
   std::string db;
   SyncMode sync = SyncMode::kFull;
@@ -130,7 +138,8 @@ void PrintOption(std::ostream& out, const std::string& left, const std::string& 
 void PrintHelp(std::ostream& out) {
   out << "Usage: poco_messenger server [--config FILE] [options]\n"
          "\n"
-         "Runs the messenger server: the wire protocol (docs/PROTOCOL.md) over TCP.\n"
+         "Runs the messenger server: the wire protocol (docs/PROTOCOL.md) over TCP, and the same\n"
+         "operations over gRPC (messenger.v1, section 15) on a second port.\n"
          "\n"
          "Options (each may also be set in the configuration file under the same name):\n";
   for (const OptionSpec& spec : kSettings) {
@@ -143,9 +152,11 @@ void PrintHelp(std::ostream& out) {
               "ends in .ini (keys before any [section]); the command line wins");
   PrintOption(out, "  --help", "show this help");
   out << "\n"
-         "READINESS: once listening, exactly one line is printed to stdout (and flushed):\n"
+         "READINESS: once both front doors listen, one line is printed to stdout (and flushed):\n"
          "  poco_messenger listening on HOST:PORT\n"
-         "with the port actually bound, so --port 0 can be used by supervisors and tests.\n"
+         "with the wire port actually bound, so --port 0 can be used by supervisors and tests;\n"
+         "then, when gRPC is on, a second line:\n"
+         "  poco_messenger grpc listening on HOST:PORT\n"
          "Logs go to stderr.\n"
          "\n"
          "SIGINT or SIGTERM stops the server gracefully: it stops accepting, ends every session\n"
@@ -212,6 +223,12 @@ Result<ServerSettings> BuildSettings(const std::map<std::string, std::string>& v
     failure = Status(ErrorCode::kInvalidArgument, "--host: must not be empty");
   }
   settings.tcp.port = static_cast<std::uint16_t>(number("port", 0, 65535));
+  if (get("grpc-port") == "auto") {
+    settings.grpc.port = 0;
+  } else {
+    settings.grpc.port = static_cast<std::uint16_t>(number("grpc-port", 0, 65535));
+    settings.grpc_enabled = settings.grpc.port != 0;
+  }
   settings.db = get("db");
   if (settings.db.empty()) failure = Status(ErrorCode::kInvalidArgument, "--db: must not be empty");
   settings.sync = choice("sync", {"full", "normal"}) == 0 ? SyncMode::kFull : SyncMode::kNormal;
@@ -227,6 +244,11 @@ Result<ServerSettings> BuildSettings(const std::map<std::string, std::string>& v
   settings.tcp.wire.login_timeout_ms = number("login-timeout", 1, 3600) * 1000;
   settings.tcp.wire.server_name = "poco_messenger/" + std::string(kVersion);
   settings.tcp.send_timeout_ms = number("send-timeout", 1, 3600) * 1000;
+  settings.grpc.host = settings.tcp.host;
+  settings.grpc.max_frame_size = settings.tcp.wire.max_frame_size;
+  settings.grpc.max_sessions = settings.tcp.max_connections;
+  settings.grpc.login_timeout_ms = settings.tcp.wire.login_timeout_ms;
+  settings.grpc.server_name = settings.tcp.wire.server_name;
   settings.password_cost = choice("password-cost", {"interactive", "test"}) == 0
                                ? PasswordCost::kInteractive
                                : PasswordCost::kTest;
@@ -434,16 +456,42 @@ int ServerApp::Serve() {
                    ", which is not a loopback address: the protocol is plain TCP (passwords and "
                    "messages travel unencrypted); put it behind TLS or a private network");
   }
+  std::unique_ptr<GrpcFrontDoor> grpc_door;
+  if (settings_.grpc_enabled) {
+    Result<std::unique_ptr<GrpcFrontDoor>> grpc_started =
+        GrpcFrontDoor::Start(messenger, settings_.grpc);
+    if (!grpc_started.ok()) {
+      std::cerr << "poco_messenger server: " << grpc_started.status().message() << "\n";
+      door->StopAccepting();
+      messenger.Shutdown();
+      door->Shutdown(kFlushTimeout);
+      return kExitFailure;
+    }
+    grpc_door = std::move(grpc_started).value();
+  }
   logger.information("listening on " + settings_.tcp.host + ":" + std::to_string(door->port()) +
                      " (database " + settings_.db + ", up to " +
                      std::to_string(settings_.tcp.max_connections) + " connections)");
+  if (grpc_door) {
+    logger.information("gRPC (messenger.v1) on " + settings_.grpc.host + ":" +
+                       std::to_string(grpc_door->port()) + ", up to " +
+                       std::to_string(settings_.grpc.max_sessions) + " sessions");
+  } else {
+    logger.information("gRPC is off (--grpc-port 0)");
+  }
   std::cout << kReadinessPrefix << settings_.tcp.host << ":" << door->port() << std::endl;
+  if (grpc_door) {
+    std::cout << kGrpcReadinessPrefix << settings_.grpc.host << ":" << grpc_door->port()
+              << std::endl;
+  }
 
   waitForTerminationRequest();
 
   logger.information("stopping: no new connections; ending sessions");
   door->StopAccepting();
   messenger.Shutdown();
+  // Both front doors flush their SESSION_ENDED pushes within the one timeout.
+  if (grpc_door) grpc_door->Shutdown(kFlushTimeout);
   if (!door->Shutdown(kFlushTimeout)) {
     // Connection threads still use the core and the store: destroying them now would be unsafe.
     // Every answered SEND is already durable, so leaving without cleanup loses nothing.

@@ -98,6 +98,7 @@ class ServerProcess {
   ::testing::AssertionResult Start(const std::map<std::string, std::string>& overrides = {}) {
     std::map<std::string, std::string> options = {{"host", "127.0.0.1"},
                                                   {"port", "0"},
+                                                  {"grpc-port", "0"},
                                                   {"db", (dir_ / "messenger.db").string()},
                                                   {"password-cost", "test"}};
     for (const auto& [key, value] : overrides) options[key] = value;
