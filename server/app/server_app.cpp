@@ -491,7 +491,10 @@ int ServerApp::Serve() {
   door->StopAccepting();
   messenger.Shutdown();
   // Both front doors flush their SESSION_ENDED pushes within the one timeout.
-  if (grpc_door) grpc_door->Shutdown(kFlushTimeout);
+  if (grpc_door) {
+    grpc_door->Shutdown(kFlushTimeout);
+    logger.information("gRPC front door stopped");
+  }
   if (!door->Shutdown(kFlushTimeout)) {
     // Connection threads still use the core and the store: destroying them now would be unsafe.
     // Every answered SEND is already durable, so leaving without cleanup loses nothing.

@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <limits>
 #include <mutex>
@@ -142,9 +143,14 @@ class GrpcFrontDoor::Impl final : public ServiceBase {
 
   void Shutdown(std::chrono::milliseconds timeout) {
     if (!server_) return;
-    // Open streams write what they hold (SESSION_ENDED after Messenger::Shutdown) until the
-    // deadline; gRPC then cancels every call still running.
-    server_->Shutdown(std::chrono::system_clock::now() + timeout);
+    // Open streams write what they hold (SESSION_ENDED after Messenger::Shutdown) and finish,
+    // for at most `timeout`. Then gRPC cancels whatever still runs at once: waiting longer would
+    // only wait for idle client connections to acknowledge the server going away.
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (open_streams_ > 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    server_->Shutdown(std::chrono::system_clock::now());
     server_->Wait();
     {
       std::lock_guard lock(mutex_);
@@ -211,8 +217,9 @@ class GrpcFrontDoor::Impl final : public ServiceBase {
                                                       const v1::SubscribeRequest*) override {
     std::shared_ptr<GrpcSession> session = Authenticate(*context);
     if (!session) return Refused(context, NotLoggedIn(*context));
-    auto* stream = new PushStream(context, session);
+    auto* stream = new PushStream(context, session, open_streams_);
     if (!session->AttachStream(stream, Now())) {
+      --open_streams_;
       delete stream;  // Never handed to gRPC.
       return Refused(context,
                      Fail(*context, Status(ErrorCode::kUnexpectedMessage,
@@ -380,6 +387,7 @@ class GrpcFrontDoor::Impl final : public ServiceBase {
   const GrpcOptions options_;
   std::unique_ptr<grpc::Server> server_;
   std::uint16_t port_ = 0;
+  std::atomic<int> open_streams_{0};  // Subscribe reactors alive.
 
   std::mutex mutex_;  // Guards the members below. Never held while calling the core.
   std::condition_variable wake_;

@@ -178,8 +178,11 @@ void GrpcSession::Pump() {
   }
 }
 
-PushStream::PushStream(grpc::CallbackServerContext* context, std::shared_ptr<GrpcSession> session)
-    : context_(context), session_(std::move(session)) {}
+PushStream::PushStream(grpc::CallbackServerContext* context, std::shared_ptr<GrpcSession> session,
+                       std::atomic<int>& open_streams)
+    : context_(context), session_(std::move(session)), open_streams_(open_streams) {
+  ++open_streams_;
+}
 
 void PushStream::OnWriteDone(bool ok) { session_->WriteDone(ok, Now()); }
 
@@ -187,6 +190,7 @@ void PushStream::OnCancel() { session_->StreamCancelled(Now()); }
 
 void PushStream::OnDone() {
   session_->StreamDone(Now());
+  --open_streams_;
   delete this;
 }
 

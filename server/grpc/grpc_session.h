@@ -88,10 +88,12 @@ class GrpcSession final : public SessionSink {
   grpc::Status final_status_;
 };
 
-// The Subscribe reactor. Deletes itself when gRPC is done with it.
+// The Subscribe reactor. Deletes itself when gRPC is done with it. `open_streams` counts the
+// reactors alive; it must outlive them (the server waits for every call before it goes).
 class PushStream final : public grpc::ServerWriteReactor<v1::ServerPush> {
  public:
-  PushStream(grpc::CallbackServerContext* context, std::shared_ptr<GrpcSession> session);
+  PushStream(grpc::CallbackServerContext* context, std::shared_ptr<GrpcSession> session,
+             std::atomic<int>& open_streams);
 
   void OnWriteDone(bool ok) override;
   void OnCancel() override;
@@ -102,6 +104,7 @@ class PushStream final : public grpc::ServerWriteReactor<v1::ServerPush> {
  private:
   grpc::CallbackServerContext* context_;
   std::shared_ptr<GrpcSession> session_;
+  std::atomic<int>& open_streams_;
 };
 
 }  // namespace messenger

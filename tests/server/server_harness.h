@@ -115,28 +115,11 @@ class ServerProcess {
     }
     if (!Spawn(args)) return ::testing::AssertionFailure() << "cannot start the server";
 
-    std::string line;
     const SteadyTime deadline = Now() + kStartTimeout;
-    while (line.empty() || line.back() != '\n') {
-      pollfd fd = {stdout_fd_, POLLIN, 0};
-      if (::poll(&fd, 1, RemainingMs(deadline)) <= 0) {
-        return ::testing::AssertionFailure() << "no readiness line within " << kStartTimeout.count()
-                                             << " s; got '" << line << "'";
-      }
-      char c;
-      if (::read(stdout_fd_, &c, 1) != 1) {
-        return ::testing::AssertionFailure()
-               << "the server exited before it was ready; exit code " << Wait(seconds(2));
-      }
-      line.push_back(c);
-    }
-    const std::string prefix = "poco_messenger listening on 127.0.0.1:";
-    if (line.rfind(prefix, 0) != 0) {
-      return ::testing::AssertionFailure() << "unexpected readiness line '" << line << "'";
-    }
-    port_ = static_cast<std::uint16_t>(std::stoi(line.substr(prefix.size())));
-    if (port_ == 0) return ::testing::AssertionFailure() << "readiness line shows port 0";
-    return ::testing::AssertionSuccess();
+    ::testing::AssertionResult ready =
+        ReadPort(deadline, "poco_messenger listening on 127.0.0.1:", port_);
+    if (!ready || options["grpc-port"] == "0") return ready;
+    return ReadPort(deadline, "poco_messenger grpc listening on 127.0.0.1:", grpc_port_);
   }
 
   // Runs the binary with `args` after `server` and returns its exit code; stderr goes to
@@ -166,11 +149,39 @@ class ServerProcess {
   // The running server's process id; -1 when it is not running.
   pid_t pid() const { return pid_; }
   std::uint16_t port() const { return port_; }
+  // The gRPC port; 0 unless started with a --grpc-port other than 0.
+  std::uint16_t grpc_port() const { return grpc_port_; }
   std::string log() const { return ReadFile(LogPath()); }
   std::string name() const { return name_; }
 
  private:
   std::filesystem::path LogPath() const { return dir_ / (name_ + ".log"); }
+
+  // Reads one readiness line from the server's stdout, which must be `prefix` then a port.
+  ::testing::AssertionResult ReadPort(SteadyTime deadline, const std::string& prefix,
+                                      std::uint16_t& port) {
+    std::string line;
+    while (line.empty() || line.back() != '\n') {
+      pollfd fd = {stdout_fd_, POLLIN, 0};
+      if (::poll(&fd, 1, RemainingMs(deadline)) <= 0) {
+        return ::testing::AssertionFailure() << "no readiness line within " << kStartTimeout.count()
+                                             << " s; got '" << line << "'";
+      }
+      char c;
+      if (::read(stdout_fd_, &c, 1) != 1) {
+        return ::testing::AssertionFailure()
+               << "the server exited before it was ready; exit code " << Wait(seconds(2));
+      }
+      line.push_back(c);
+    }
+    if (line.rfind(prefix, 0) != 0) {
+      return ::testing::AssertionFailure()
+             << "unexpected readiness line '" << line << "', expected '" << prefix << "PORT'";
+    }
+    port = static_cast<std::uint16_t>(std::stoi(line.substr(prefix.size())));
+    if (port == 0) return ::testing::AssertionFailure() << "readiness line shows port 0";
+    return ::testing::AssertionSuccess();
+  }
 
   bool Spawn(const std::vector<std::string>& args) {
     int pipe_fds[2];
@@ -224,6 +235,7 @@ class ServerProcess {
   int stdout_fd_ = -1;
   int descriptor_limit_ = 0;
   std::uint16_t port_ = 0;
+  std::uint16_t grpc_port_ = 0;
 };
 
 // ---- A raw protocol client ----
