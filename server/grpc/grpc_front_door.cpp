@@ -217,14 +217,15 @@ class GrpcFrontDoor::Impl final : public ServiceBase {
                                                       const v1::SubscribeRequest*) override {
     std::shared_ptr<GrpcSession> session = Authenticate(*context);
     if (!session) return Refused(context, NotLoggedIn(*context));
-    auto* stream = new PushStream(context, session, open_streams_);
-    if (!session->AttachStream(stream, Now())) {
-      --open_streams_;
-      delete stream;  // Never handed to gRPC.
+    if (!session->ClaimStream()) {
       return Refused(context,
                      Fail(*context, Status(ErrorCode::kUnexpectedMessage,
                                            "this session already has a Subscribe stream")));
     }
+    auto* stream = new PushStream(context, session, open_streams_);
+    // Sent before any write can start: the headers tell the client its stream is attached.
+    stream->StartSendInitialMetadata();
+    session->AttachStream(stream);
     return stream;
   }
 

@@ -93,16 +93,19 @@ bool GrpcSession::streaming() const {
   return stream_ != nullptr;
 }
 
-bool GrpcSession::AttachStream(PushStream* stream, std::uint64_t now_ms) {
-  (void)now_ms;
+bool GrpcSession::ClaimStream() {
+  std::lock_guard lock(mutex_);
+  if (subscribed_) return false;
+  subscribed_ = true;
+  return true;
+}
+
+void GrpcSession::AttachStream(PushStream* stream) {
   {
     std::lock_guard lock(mutex_);
-    if (subscribed_) return false;
-    subscribed_ = true;
     stream_ = stream;
   }
   Pump();
-  return true;
 }
 
 void GrpcSession::WriteDone(bool ok, std::uint64_t now_ms) {

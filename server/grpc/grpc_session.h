@@ -50,8 +50,10 @@ class GrpcSession final : public SessionSink {
   // True while a stream is attached and not yet finished.
   bool streaming() const;
 
-  // Attaches `stream`; false if the session already had one (a second Subscribe).
-  bool AttachStream(PushStream* stream, std::uint64_t now_ms);
+  // Claims the session's one stream; false if it already had one (a second Subscribe).
+  bool ClaimStream();
+  // Attaches the stream claimed by ClaimStream() and starts writing what is held.
+  void AttachStream(PushStream* stream);
   // The stream finished (OnDone): the session ends if it had not.
   void StreamDone(std::uint64_t now_ms);
   // A write completed; `ok` false means the client is gone.

@@ -252,6 +252,19 @@ TEST_F(GrpcFrontDoorTest, LogoutEndsTheStreamAndTheToken) {
             grpc::StatusCode::UNAUTHENTICATED);
 }
 
+TEST_F(GrpcFrontDoorTest, SubscribeSendsHeadersOnceTheStreamIsAttached) {
+  CreateAccount("alice");
+  const std::string alice = Login("alice");
+  Stream stream = Subscribe(alice);
+  // Once the headers are in, nothing the session sends can miss the stream, not even its end.
+  stream.reader->WaitForInitialMetadata();
+  v1::LogoutResponse response;
+  ASSERT_TRUE(stub_->Logout(Context(alice).get(), v1::LogoutRequest(), &response).ok());
+  const std::optional<v1::ServerPush> push = stream.Next();
+  ASSERT_TRUE(push);
+  EXPECT_EQ(push->session_ended().reason(), v1::END_REASON_LOGGED_OUT);
+}
+
 TEST_F(GrpcFrontDoorTest, ANewLoginTakesOverTheOldSession) {
   CreateAccount("alice");
   const std::string old_token = Login("alice");
