@@ -477,9 +477,13 @@ Result<MessageBatch> Messenger::FetchUndelivered(SessionId session, std::uint16_
       return NotLoggedIn();  // Logged out or taken over while reading.
     }
     SessionEntry& entry = it->second;
-    // A message pushed while we read is already handed: drop it from the batch.
-    std::erase_if(batch.messages, [&entry](const StoredMessage& message) {
-      return !entry.handed.insert(message.message_id).second;
+    // Drop what this session got meanwhile: a message pushed while we read is already handed,
+    // and one at or below the cursor was handed by a concurrent fetch (gRPC lets a session
+    // fetch concurrently), perhaps even acknowledged and so no longer in `handed`.
+    const std::uint64_t handed_through = entry.fetch_cursor;
+    std::erase_if(batch.messages, [&entry, handed_through](const StoredMessage& message) {
+      return message.message_id <= handed_through ||
+             !entry.handed.insert(message.message_id).second;
     });
     entry.fetch_cursor = std::max(entry.fetch_cursor, cursor);
     handed_count = entry.handed.size();

@@ -49,8 +49,9 @@ class MockSink : public SessionSink {
   MOCK_METHOD(void, End, (EndReason reason, const std::string& message), (override));
 };
 
-// A memory store that can hold an append after its commit, to force concurrent SENDs to finish
-// out of id order, and can fail reads, to check that a failed request changes nothing.
+// A memory store that can hold an append after its commit or a read after it read, to force
+// concurrent requests to finish out of order, and can fail reads, to check that a failed request
+// changes nothing.
 class ControlledStore final : public Store {
  public:
   ControlledStore() : inner_(MakeMemoryStore()) {}
@@ -60,12 +61,18 @@ class ControlledStore final : public Store {
     std::lock_guard lock(mutex_);
     held_text_ = std::move(text);
   }
+  // The next ListMessages reads, then waits until Release().
+  void HoldNextList() {
+    std::lock_guard lock(mutex_);
+    hold_next_list_ = true;
+  }
   void Release() {
     std::lock_guard lock(mutex_);
     held_text_.reset();
+    released_ = true;
     changed_.notify_all();
   }
-  // Blocks until an append of the held text has committed and is waiting.
+  // Blocks until a held append (or list) has done its work and is waiting.
   void AwaitHeld() {
     std::unique_lock lock(mutex_);
     changed_.wait(lock, [&] { return holding_; });
@@ -100,7 +107,17 @@ class ControlledStore final : public Store {
                                                   std::uint64_t after_id,
                                                   std::size_t max) override {
     if (fail_reads) return Status(ErrorCode::kInternal, "injected read failure");
-    return inner_->ListMessages(recipient_key, after_id, max);
+    Result<std::vector<StoredMessage>> page = inner_->ListMessages(recipient_key, after_id, max);
+    std::unique_lock lock(mutex_);
+    if (hold_next_list_) {
+      hold_next_list_ = false;
+      released_ = false;
+      holding_ = true;
+      changed_.notify_all();
+      changed_.wait(lock, [&] { return released_; });
+      holding_ = false;
+    }
+    return page;
   }
   Result<std::uint32_t> CountMessages(std::string_view recipient_key) override {
     if (fail_reads) return Status(ErrorCode::kInternal, "injected read failure");
@@ -116,6 +133,8 @@ class ControlledStore final : public Store {
   std::condition_variable changed_;
   std::optional<std::string> held_text_;
   bool holding_ = false;
+  bool hold_next_list_ = false;
+  bool released_ = false;
 };
 
 }  // namespace messenger::testing

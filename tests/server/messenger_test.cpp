@@ -234,6 +234,31 @@ TEST_F(MessengerTest, HeldSendDoesNotDelayPushesToOtherRecipients) {
   messenger_->Detach(dave);
 }
 
+TEST_F(MessengerTest, AFetchOvertakenByAnotherFetchAndItsAckReturnsNothingTwice) {
+  // gRPC lets one session run FETCH_UNDELIVERED calls concurrently, ACK in between.
+  const SessionId alice = Online("alice");
+  ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
+  ASSERT_TRUE(SendText(alice, "bob", "one").ok());
+  ASSERT_TRUE(SendText(alice, "bob", "two").ok());
+  const SessionId bob = Connect();
+  ASSERT_TRUE(messenger_->Login(bob, "bob", kPassword).ok());
+
+  store_->HoldNextList();  // The slow fetch has read "one" and "two" and waits.
+  Result<MessageBatch> slow = Status(ErrorCode::kInternal, "not run");
+  std::thread slow_fetch([&] { slow = Fetch(bob); });
+  store_->AwaitHeld();
+  Result<MessageBatch> quick = Fetch(bob);
+  ASSERT_TRUE(quick.ok());
+  ASSERT_THAT(Texts(*quick), ElementsAre("one", "two"));
+  const std::vector<std::uint64_t> ids{quick->messages[0].message_id,
+                                       quick->messages[1].message_id};
+  ASSERT_TRUE(messenger_->Ack(bob, ids).ok());
+  store_->Release();
+  slow_fetch.join();
+  ASSERT_TRUE(slow.ok());
+  EXPECT_TRUE(slow->messages.empty()) << "handed out by the other fetch and already acknowledged";
+}
+
 TEST_F(MessengerTest, FailedFetchLeavesTheSessionUnchanged) {
   const SessionId alice = Online("alice");
   ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
