@@ -41,6 +41,7 @@
 #include "messenger/codec/limits.h"
 #include "messenger/codec/messages.h"
 #include "messenger/codec/status.h"
+#include "recent_ids.h"
 
 namespace messenger {
 namespace {
@@ -50,9 +51,6 @@ using std::chrono::milliseconds;
 
 // Bytes asked of the socket per read.
 constexpr std::size_t kReadChunk = 64 * 1024;
-// Delivered message ids remembered to recognise redeliveries: far more than can be between a
-// DELIVER and its ACK at any time, and bounded so a long-running client does not grow forever.
-constexpr std::size_t kRecentIdCapacity = 10000;
 // First pause before reconnecting; it doubles per failed attempt up to reconnect_max_backoff.
 constexpr milliseconds kInitialBackoff{100};
 
@@ -63,32 +61,9 @@ Poco::Timespan ToTimespan(milliseconds ms) {
 
 std::string Millis(milliseconds ms) { return std::to_string(ms.count()) + " ms"; }
 
-std::uint64_t RandomU64() {
-  std::random_device device;
-  return (static_cast<std::uint64_t>(device()) << 32) ^ static_cast<std::uint64_t>(device());
-}
-
-// The most recently inserted ids, the oldest evicted first. Not thread-safe.
-class RecentIds {
- public:
-  explicit RecentIds(std::size_t capacity) : capacity_(capacity) {}
-
-  bool Contains(std::uint64_t id) const { return ids_.count(id) != 0; }
-
-  void Insert(std::uint64_t id) {
-    if (!ids_.insert(id).second) return;
-    order_.push_back(id);
-    if (order_.size() > capacity_) {
-      ids_.erase(order_.front());
-      order_.pop_front();
-    }
-  }
-
- private:
-  const std::size_t capacity_;
-  std::deque<std::uint64_t> order_;
-  std::unordered_set<std::uint64_t> ids_;
-};
+using client_internal::kRecentIdCapacity;
+using client_internal::RandomU64;
+using client_internal::RecentIds;
 
 // The response type that answers `request` when it succeeds (ERROR may answer any request).
 MessageType ExpectedResponse(const Message& request) {

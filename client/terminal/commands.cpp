@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "messenger/client/client.h"
 #include "messenger/codec/messages.h"
 #include "messenger/codec/status.h"
 
@@ -204,6 +205,7 @@ OptionsResult ParseOptions(std::span<const std::string> args) {
   Options& options = result.options;
   bool yes = false;
   bool options_ended = false;
+  bool port_given = false;
   for (std::size_t i = 0; i < args.size(); ++i) {
     const std::string& arg = args[i];
     if (options_ended || arg.size() < 2 || arg[0] != '-' || (arg[1] != '-' && arg != "-h")) {
@@ -234,7 +236,8 @@ OptionsResult ParseOptions(std::span<const std::string> args) {
           "MESSENGER_PASSWORD or use --password-file FILE, or type it when asked.";
       return result;
     }
-    if (name != "--host" && name != "--port" && name != "--user" && name != "--password-file") {
+    if (name != "--host" && name != "--port" && name != "--transport" && name != "--user" &&
+        name != "--password-file") {
       result.error = "unknown option '" + EscapeForTerminal(arg) + "'";
       return result;
     }
@@ -262,11 +265,25 @@ OptionsResult ParseOptions(std::span<const std::string> args) {
         return result;
       }
       options.port = static_cast<std::uint16_t>(port);
+      port_given = true;
+    } else if (name == "--transport") {
+      if (*value == "wire") {
+        options.transport = Transport::kWire;
+      } else if (*value == "grpc") {
+        options.transport = Transport::kGrpc;
+      } else {
+        result.error =
+            "--transport needs 'wire' or 'grpc', not '" + EscapeForTerminal(*value) + "'";
+        return result;
+      }
     } else if (name == "--user") {
       options.user = *value;
     } else {
       options.password_file = *value;
     }
+  }
+  if (!port_given) {
+    options.port = options.transport == Transport::kGrpc ? kDefaultGrpcPort : kDefaultWirePort;
   }
   if (yes) {
     if (options.command.empty() || Lower(options.command.front()) != "delete") {
@@ -291,7 +308,9 @@ std::string UsageText() {
       "\n"
       "Options:\n"
       "  --host H              server address (default 127.0.0.1)\n"
-      "  --port P              server port (default 5050)\n"
+      "  --transport T         how to talk to the server: wire (the binary protocol, the\n"
+      "                        default) or grpc; both give the same experience\n"
+      "  --port P              server port (default 5050 for wire, 5051 for grpc)\n"
       "  --user NAME           your account: logged in at start on a terminal, and used by\n"
       "                        commands that need a login and by `register`/`login` without a "
       "name\n"

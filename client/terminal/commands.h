@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "messenger/client/client.h"
 #include "messenger/codec/messages.h"
 #include "messenger/codec/status.h"
 
@@ -33,9 +34,14 @@ int ExitStatusFor(const Status& status);
 
 // ---- The command line of `poco_messenger client` ----
 
+// How `poco_messenger client` talks to the server.
+enum class Transport { kWire, kGrpc };
+
 struct Options {
   std::string host = "127.0.0.1";
-  std::uint16_t port = 5050;
+  Transport transport = Transport::kWire;  // --transport wire|grpc
+  // --port; when not given, the transport's default (kDefaultWirePort or kDefaultGrpcPort).
+  std::uint16_t port = kDefaultWirePort;
   std::string user;           // --user; empty when not given.
   std::string password_file;  // --password-file; empty when not given.
   bool help = false;

@@ -202,6 +202,7 @@ class TerminalUi final : public Ui {
 
 struct Settings {
   ClientOptions client;
+  Transport transport = Transport::kWire;
   std::string default_user;             // --user
   std::optional<std::string> password;  // From --password-file or MESSENGER_PASSWORD.
 };
@@ -209,9 +210,7 @@ struct Settings {
 class Session {
  public:
   Session(const Settings& settings, Ui& ui)
-      : settings_(settings),
-        ui_(ui),
-        client_(MakeWireClient(settings.client, [this](const Push& push) {
+      : settings_(settings), ui_(ui), client_(MakeClient(settings, [this](const Push& push) {
           queue_.Add(push);
           // Not accepted here: a message is acknowledged once it is on the screen (ShowEvents).
           return false;
@@ -307,9 +306,20 @@ class Session {
   }
 
  private:
+  static std::unique_ptr<Client> MakeClient(const Settings& settings, PushHandler on_push) {
+    if (settings.transport == Transport::kGrpc) {
+      return MakeGrpcClient(settings.client, std::move(on_push));
+    }
+    return MakeWireClient(settings.client, std::move(on_push));
+  }
+
   template <typename F>
   auto Call(F request) -> decltype(request()) {
     last_request_ = SteadyClock::now();
+    // Threads started meanwhile must not take the terminal's signals. The wire client starts
+    // its threads in Connect() only; gRPC may start threads of its own during any call.
+    std::optional<ScopedSignalBlock> block;
+    if (settings_.transport == Transport::kGrpc) block.emplace();
     return request();
   }
 
@@ -642,7 +652,9 @@ int RunInteractive(const Settings& settings) {
   if (!editor) return -1;
   ui.set_editor(editor.get());
   ui.Info("poco_messenger client for " + settings.client.host + ":" +
-          std::to_string(settings.client.port) + ". Type 'help' to see the commands.");
+          std::to_string(settings.client.port) +
+          (settings.transport == Transport::kGrpc ? " (gRPC)" : "") +
+          ". Type 'help' to see the commands.");
   if (!settings.default_user.empty()) {
     Command login;
     login.name = CommandName::kLogin;
@@ -703,6 +715,7 @@ int RunClient(int argc, char** argv) {
   Settings settings;
   settings.client.host = options.host;
   settings.client.port = options.port;
+  settings.transport = options.transport;
   settings.client.connect_timeout = kConnectTimeout;
   settings.client.request_timeout = kRequestTimeout;
   settings.default_user = options.user;

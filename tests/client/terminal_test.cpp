@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "grpc_front_door.h"
 #include "line_editor.h"
 #include "messenger/client/client.h"
 #include "messenger/codec/messages.h"
@@ -137,6 +138,33 @@ TEST(OptionsTest, ReadsEveryOptionInBothForms) {
   EXPECT_TRUE(parsed.options.command.empty());
 }
 
+TEST(OptionsTest, TransportChoosesTheDefaultPortUnlessOneIsGiven) {
+  OptionsResult parsed = ParseOptions(Strings({}));
+  ASSERT_EQ(parsed.error, "");
+  EXPECT_EQ(parsed.options.transport, Transport::kWire);
+  EXPECT_EQ(parsed.options.port, 5050);
+  parsed = ParseOptions(Strings({"--transport", "grpc"}));
+  ASSERT_EQ(parsed.error, "");
+  EXPECT_EQ(parsed.options.transport, Transport::kGrpc);
+  EXPECT_EQ(parsed.options.port, 5051);
+  parsed = ParseOptions(Strings({"--port", "6000", "--transport=grpc"}));
+  ASSERT_EQ(parsed.error, "");
+  EXPECT_EQ(parsed.options.transport, Transport::kGrpc);
+  EXPECT_EQ(parsed.options.port, 6000);
+  parsed = ParseOptions(Strings({"--transport", "wire", "inbox"}));
+  ASSERT_EQ(parsed.error, "");
+  EXPECT_EQ(parsed.options.transport, Transport::kWire);
+  EXPECT_EQ(parsed.options.port, 5050);
+}
+
+TEST(OptionsTest, UnknownTransportIsAUsageError) {
+  const OptionsResult parsed = ParseOptions(Strings({"--transport", "http"}));
+  EXPECT_NE(parsed.error.find("--transport needs 'wire' or 'grpc'"), std::string::npos)
+      << parsed.error;
+  EXPECT_NE(ParseOptions(Strings({"--transport"})).error, "");
+  EXPECT_NE(ParseOptions(Strings({"--transport=GRPC"})).error, "");
+}
+
 TEST(OptionsTest, OptionsMayFollowTheCommandAndDashesEndThem) {
   const OptionsResult parsed =
       ParseOptions(Strings({"send", "bob", "--user", "alice", "--", "-5", "--degrees"}));
@@ -168,9 +196,10 @@ TEST(OptionsTest, RejectsBadValues) {
 
 TEST(UsageTextTest, DocumentsEveryCommandOptionAndExitStatus) {
   const std::string usage = UsageText();
-  for (const char* word : {"register", "login", "list [pattern]", "send <user> <text>", "inbox",
-                           "delete", "logout", "quit", "help", "--host", "--port", "--user",
-                           "--password-file", "--yes", "MESSENGER_PASSWORD", "Exit status"}) {
+  for (const char* word :
+       {"register", "login", "list [pattern]", "send <user> <text>", "inbox", "delete", "logout",
+        "quit", "help", "--host", "--port", "--user", "--transport", "grpc", "5051",
+        "--password-file", "--yes", "MESSENGER_PASSWORD", "Exit status"}) {
     EXPECT_NE(usage.find(word), std::string::npos) << word;
   }
   for (const int status : {kExitOk, kExitFailed, kExitUsage, kExitAuth, kExitConnection}) {
@@ -832,7 +861,23 @@ class TerminalClientTest : public ::testing::Test {
     port_ = door_->port();
   }
 
-  void TearDown() override { StopServer(); }
+  void TearDown() override {
+    if (grpc_door_) grpc_door_->Shutdown(1s);
+    grpc_door_.reset();
+    StopServer();
+  }
+
+  // A gRPC front door on the same Messenger; returns its port.
+  std::uint16_t StartGrpc() {
+    GrpcOptions options;
+    options.host = "127.0.0.1";
+    options.port = 0;
+    Result<std::unique_ptr<GrpcFrontDoor>> door = GrpcFrontDoor::Start(messenger_, options);
+    EXPECT_TRUE(door.ok()) << door.status().ToString();
+    if (!door.ok()) return 0;
+    grpc_door_ = std::move(door).value();
+    return grpc_door_->port();
+  }
 
   // Every connection gets SESSION_ENDED(SERVER_SHUTDOWN).
   void StopServer() {
@@ -888,6 +933,7 @@ class TerminalClientTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
   Messenger messenger_;
   std::unique_ptr<TcpFrontDoor> door_;  // Declared after messenger_: destroyed before it.
+  std::unique_ptr<GrpcFrontDoor> grpc_door_;
   std::uint16_t port_ = 0;
 };
 
@@ -935,6 +981,47 @@ TEST_F(TerminalClientTest, IncomingMessageLeavesTheHalfTypedLineIntact) {
   const Result<MessageBatch> waiting = alice_elsewhere->FetchUndelivered(50);
   ASSERT_TRUE(waiting.ok());
   EXPECT_TRUE(waiting->messages.empty());
+}
+
+TEST_F(TerminalClientTest, GrpcClientChatsWithAWireClient) {
+  const std::uint16_t grpc_port = StartGrpc();
+  ASSERT_NE(grpc_port, 0);
+  Inbox bob_inbox;
+  std::unique_ptr<Client> bob = LoggedIn("bob", bob_inbox.Handler());  // Over the wire.
+  CreateAccount("alice");
+  PtyClient alice(24, 80);
+  ASSERT_TRUE(alice.Start({"--transport", "grpc", "--host", "127.0.0.1", "--port",
+                           std::to_string(grpc_port), "--user", "alice"},
+                          WithPassword()));
+  ASSERT_TRUE(
+      alice.WaitFor([](const Screen& s) { return s.CursorLine() == "alice>"; }, "alice's prompt"));
+  EXPECT_NE(alice.screen().FindRow("(gRPC)"), -1) << alice.screen().Dump();
+  EXPECT_NE(alice.screen().FindRow("Logged in as alice. No messages are waiting."), -1);
+
+  alice.Type("send bob hel");
+  ASSERT_TRUE(alice.WaitFor([](const Screen& s) { return s.CursorLine() == "alice> send bob hel"; },
+                            "the half-typed line"));
+  ASSERT_TRUE(bob->Send("alice", "hi alice, over the wire").ok());
+  ASSERT_TRUE(alice.WaitFor(
+      [](const Screen& s) {
+        return s.FindRow("bob: hi alice, over the wire") >= 0 &&
+               s.CursorLine() == "alice> send bob hel";
+      },
+      "bob's message above the line being typed"));
+
+  alice.Type("lo over gRPC\r");
+  const std::optional<StoredMessage> received = bob_inbox.WaitFor("hello over gRPC");
+  ASSERT_TRUE(received) << alice.screen().Dump();
+  EXPECT_EQ(received->sender, "alice");
+  ASSERT_TRUE(alice.WaitForText("Delivered to bob."));
+
+  // Shown, hence acknowledged: nothing waits for alice.
+  std::unique_ptr<Client> alice_elsewhere = LoggedIn("alice");
+  const Result<MessageBatch> waiting = alice_elsewhere->FetchUndelivered(50);
+  ASSERT_TRUE(waiting.ok());
+  EXPECT_TRUE(waiting->messages.empty());
+  // That login took the session over, as over the wire.
+  ASSERT_TRUE(alice.WaitForText("logged in from somewhere else"));
 }
 
 TEST_F(TerminalClientTest, MessageArrivingWithTheCursorMidLineKeepsItThere) {
@@ -1235,6 +1322,43 @@ TEST_F(TerminalClientTest, OneShotSendSucceeds) {
   EXPECT_TRUE(bob_inbox.WaitFor("see you"));
 }
 
+TEST_F(TerminalClientTest, OneShotCommandsWorkOverGrpc) {
+  const std::uint16_t grpc_port = StartGrpc();
+  ASSERT_NE(grpc_port, 0);
+  Inbox bob_inbox;
+  std::unique_ptr<Client> bob = LoggedIn("bob", bob_inbox.Handler());
+  const auto run = [&](std::initializer_list<std::string> command) {
+    std::vector<std::string> args = {"--transport", "grpc",   "--host",
+                                     "127.0.0.1",   "--port", std::to_string(grpc_port),
+                                     "--user",      "carol"};
+    args.insert(args.end(), command.begin(), command.end());
+    return RunClient(args, "", WithPassword());
+  };
+  ProcessResult result = run({"register"});
+  EXPECT_EQ(result.status, kExitOk) << result.err;
+  EXPECT_NE(result.out.find("Account carol created."), std::string::npos) << result.out;
+  result = run({"send", "bob", "one", "shot"});
+  EXPECT_EQ(result.status, kExitOk) << result.err;
+  EXPECT_NE(result.out.find("Delivered to bob."), std::string::npos) << result.out;
+  EXPECT_TRUE(bob_inbox.WaitFor("one shot"));
+  result = run({"send", "nobody", "hi"});
+  EXPECT_EQ(result.status, kExitFailed);
+  EXPECT_EQ(result.err, "There is no user with that name.\n");
+
+  ASSERT_TRUE(bob->Send("carol", "queued for carol").ok());
+  result = run({"inbox"});
+  EXPECT_EQ(result.status, kExitOk) << result.err;
+  EXPECT_NE(result.out.find("bob: queued for carol"), std::string::npos) << result.out;
+
+  grpc_door_->Shutdown(1s);
+  grpc_door_.reset();
+  result = run({"inbox"});
+  EXPECT_EQ(result.status, kExitConnection);
+  EXPECT_EQ(result.err,
+            "Could not connect to the server; check the address and that the server is "
+            "running.\n");
+}
+
 TEST_F(TerminalClientTest, OneShotWrongPasswordExitsWithAuthStatus) {
   CreateAccount("alice");
   const ProcessResult result =
@@ -1333,6 +1457,10 @@ TEST_F(TerminalClientTest, HelpAndBadOptions) {
   EXPECT_NE(bad.err.find("unknown option '--colour'"), std::string::npos);
   const ProcessResult bad_command = RunClient(Server({"frobnicate"}));
   EXPECT_EQ(bad_command.status, kExitUsage);
+  const ProcessResult bad_transport = RunClient({"--transport", "carrier-pigeon", "inbox"});
+  EXPECT_EQ(bad_transport.status, kExitUsage);
+  EXPECT_NE(bad_transport.err.find("--transport needs 'wire' or 'grpc'"), std::string::npos)
+      << bad_transport.err;
 }
 
 }  // namespace

@@ -1,11 +1,13 @@
 // Client: the protocol's operations as blocking calls, shared by the terminal client, the
-// conformance suite and the benchmark. The wire implementation is MakeWireClient(); a gRPC one
-// can implement the same interface.
+// conformance suite and the benchmark. Two implementations: MakeWireClient() speaks the wire
+// protocol over TCP, MakeGrpcClient() the gRPC binding (docs/PROTOCOL.md, section 15). Both give
+// the same results and pushes for the same server behaviour; MakeGrpcClient() lists where gRPC
+// differs.
 //
-// Thread-safe: requests may be issued from several threads at once (they are pipelined on one
-// connection and matched to responses by request id). Pushes arrive on the client's own reader
-// thread through the PushHandler; a handler must not block for long and must not call the
-// client's blocking methods (it may queue work for another thread).
+// Thread-safe: requests may be issued from several threads at once (on the wire they are
+// pipelined on one connection and matched to responses by request id). Pushes arrive on the
+// client's own reader thread through the PushHandler; a handler must not block for long and must
+// not call the client's blocking methods (it may queue work for another thread).
 #ifndef MESSENGER_CLIENT_CLIENT_H_
 #define MESSENGER_CLIENT_CLIENT_H_
 
@@ -39,9 +41,13 @@ using Push = std::variant<Deliver, SessionEnded, Disconnected>;
 // when it ends other than by Close().
 using PushHandler = std::function<bool(const Push&)>;
 
+// The servers' default ports: the wire protocol's and gRPC's (`--grpc-port`).
+inline constexpr std::uint16_t kDefaultWirePort = 5050;
+inline constexpr std::uint16_t kDefaultGrpcPort = 5051;
+
 struct ClientOptions {
   std::string host = "127.0.0.1";
-  std::uint16_t port = 5050;
+  std::uint16_t port = kDefaultWirePort;  // kDefaultGrpcPort for MakeGrpcClient().
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds request_timeout{10000};
   // After an unexpected disconnect, reconnect with exponential backoff (up to the maximum) and
@@ -88,6 +94,38 @@ class Client {
 
 // A client of the wire protocol over TCP. Does not connect until Connect().
 std::unique_ptr<Client> MakeWireClient(ClientOptions options, PushHandler on_push);
+
+// A client of the gRPC binding (messenger.v1.Messenger, docs/PROTOCOL.md section 15) over one
+// plaintext HTTP/2 channel of its own. Does not connect until Connect(). The contract above
+// holds, with these differences:
+// - Connect() opens the channel and calls GetServerInfo. server_info().max_prelogin_frame_size
+//   is 0: gRPC has no pre-login limit. kUnsupportedVersion when the server's protocol_version is
+//   not kProtocolVersion.
+// - Login() starts a session and opens its Subscribe stream, read on the client's thread, which
+//   turns its pushes into Deliver and SessionEnded. The stream plays the part of the wire
+//   connection: when it ends other than by Close(), Logout() or DeleteAccount(true), exactly one
+//   Disconnected is pushed (after the SessionEnded, if the server sent one) and the client is
+//   disconnected: requests fail with kDisconnected until Connect(). Before Login() there is no
+//   stream, so a server that goes away then is noticed by the next request, not by a push.
+// - The gRPC-only end reasons are not SessionEnded pushes (EndReason keeps the wire's values):
+//   LOGGED_OUT follows this client's own Logout() or DeleteAccount(true) and is not pushed at
+//   all; SLOW_CONSUMER (the stream fell too far behind) is a Disconnected whose kDisconnected
+//   message names it.
+// - Login() while this client has a session fails with kAlreadyLoggedIn, as on the wire, without
+//   asking the server (whose gRPC Login would start a second session).
+// - Ping() without a session calls GetServerInfo instead (gRPC's Ping needs a session).
+// - Errors: the protocol's code comes from the `messenger-error-bin` trailer, the message from
+//   the gRPC status. Without that trailer: DEADLINE_EXCEEDED (the request timeout) -> kTimeout;
+//   UNAVAILABLE and CANCELLED -> kDisconnected (kConnectionFailed from Connect());
+//   RESOURCE_EXHAUSTED (a message over the size limit) -> kFrameTooLarge; UNIMPLEMENTED ->
+//   kUnknownType; anything else -> kInternal. Strings that are not UTF-8 fail with kInvalidUtf8
+//   before anything is sent, as the wire encoder does.
+// - Accepted deliveries are ACKed in batches by a thread of the session; Close() first hands
+//   over ACKs still queued (waiting at most a second), Logout() and DeleteAccount(true) too.
+// - auto_reconnect: after the stream is lost (not after TAKEOVER or LOGIN_TIMEOUT, nor when the
+//   server refused the stream), a new channel is opened and the last credentials log in again.
+// - The channel pings the server after 30 s without traffic (section 15.2 allows every 10 s).
+std::unique_ptr<Client> MakeGrpcClient(ClientOptions options, PushHandler on_push);
 
 // A sentence for a person, e.g. "There is no user with that name." for kUnknownRecipient: used by
 // the terminal client so no raw code or message reaches the screen.
