@@ -45,11 +45,8 @@ std::string Hex(std::span<const std::uint8_t> bytes, std::size_t limit) {
   return out;
 }
 
-Connection::~Connection() { Close(); }
-
-Status Connection::Open(const std::string& host, std::uint16_t port,
-                        std::chrono::milliseconds timeout) {
-  Close();
+Result<int> ConnectTcp(const std::string& host, std::uint16_t port,
+                       std::chrono::milliseconds timeout) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -60,8 +57,9 @@ Status Connection::Open(const std::string& host, std::uint16_t port,
                   "cannot resolve " + host + ": " + ::gai_strerror(rc));
   }
   std::string error = "no address";
+  int connected = -1;
   const Clock::time_point deadline = Clock::now() + timeout;
-  for (addrinfo* a = found; a != nullptr && fd_ < 0; a = a->ai_next) {
+  for (addrinfo* a = found; a != nullptr && connected < 0; a = a->ai_next) {
     const int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) continue;
     int rc = ::connect(fd, a->ai_addr, a->ai_addrlen);
@@ -81,13 +79,24 @@ Status Connection::Open(const std::string& host, std::uint16_t port,
     }
     const int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    fd_ = fd;
+    connected = fd;
   }
   ::freeaddrinfo(found);
-  if (fd_ < 0) {
+  if (connected < 0) {
     return Status(ErrorCode::kConnectionFailed,
                   "cannot connect to " + host + ":" + service + ": " + error);
   }
+  return connected;
+}
+
+Connection::~Connection() { Close(); }
+
+Status Connection::Open(const std::string& host, std::uint16_t port,
+                        std::chrono::milliseconds timeout) {
+  Close();
+  Result<int> fd = ConnectTcp(host, port, timeout);
+  if (!fd.ok()) return fd.status();
+  fd_ = *fd;
   buffer_.clear();
   inbox_.clear();
   unframed_ = closed_ = false;
@@ -121,6 +130,12 @@ Status Connection::Write(std::span<const std::uint8_t> bytes, std::chrono::milli
   return Status::Ok();
 }
 
+Status Connection::SendRequest(const Frame& frame, std::chrono::milliseconds timeout) {
+  Bytes bytes;
+  if (const Status s = EncodeFrame(frame, bytes); !s.ok()) return s;
+  return Write(bytes, timeout);
+}
+
 bool Connection::Receive(Clock::time_point deadline) {
   if (fd_ < 0 || closed_) return false;
   pollfd p = {fd_, POLLIN, 0};
@@ -141,11 +156,6 @@ bool Connection::Receive(Clock::time_point deadline) {
   }
   Split();
   return closed_ || inbox_.size() > before;
-}
-
-void Connection::Drain() {
-  while (Receive(Clock::now())) {
-  }
 }
 
 void Connection::Close() {
@@ -177,6 +187,7 @@ void Connection::Split() {
     if (decoded.status.ok()) {
       arrival.frame = Frame{decoded.request_id, decoded.message};
       arrival.text = Describe(*arrival.frame);
+      arrival.matchable = true;
     } else {
       arrival.text = "an undecodable frame (" + decoded.status.ToString() +
                      "; bytes: " + Hex(arrival.bytes) + ")";

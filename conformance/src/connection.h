@@ -1,4 +1,4 @@
-// One client connection of a scenario: a TCP socket, the bytes written to it, and the frames that
+// One wire client of a scenario: a TCP socket, the bytes written to it, and the frames that
 // arrived on it, kept in arrival order until an expectation consumes them.
 //
 // Frames are delimited here rather than by FrameDecoder so that a frame the codec cannot decode is
@@ -8,33 +8,28 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
-#include <optional>
 #include <span>
 #include <string>
 
 #include "messenger/codec/codec.h"
 #include "messenger/codec/messages.h"
 #include "messenger/codec/status.h"
+#include "scenario_client.h"
 
 namespace messenger::conformance {
-
-using Clock = std::chrono::steady_clock;
-
-// A frame as it arrived.
-struct Arrival {
-  std::optional<Frame> frame;  // Empty if the bytes are not a decodable frame.
-  std::string text;            // Describe(*frame), or what is wrong with the bytes.
-  Bytes bytes;                 // The frame, length prefix included (for an undecodable one).
-};
 
 // Returns `bytes` as two-digit hex pairs separated by spaces, at most `limit` bytes of them.
 std::string Hex(std::span<const std::uint8_t> bytes, std::size_t limit = 64);
 
-class Connection {
+// Opens a TCP connection to host:port within `timeout`; returns the connected non-blocking
+// socket (close-on-exec, TCP_NODELAY). Errors: kConnectionFailed.
+Result<int> ConnectTcp(const std::string& host, std::uint16_t port,
+                       std::chrono::milliseconds timeout);
+
+class Connection final : public ScenarioClient {
  public:
   Connection() = default;
-  ~Connection();
+  ~Connection() override;
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
@@ -44,24 +39,22 @@ class Connection {
   // Writes all of `bytes` within `timeout`. Errors: kDisconnected (the peer is gone), kTimeout.
   Status Write(std::span<const std::uint8_t> bytes, std::chrono::milliseconds timeout);
 
-  // Waits until `deadline` for bytes; returns true as soon as a read added frames to the inbox
-  // or found the connection closed, false if nothing happened by then. Never blocks past
-  // `deadline`; with a deadline in the past it only takes what has already arrived.
-  bool Receive(Clock::time_point deadline);
+  Transport transport() const override { return Transport::kWire; }
+  // Encodes the frame and writes it.
+  Status SendRequest(const Frame& frame, std::chrono::milliseconds timeout) override;
+  Status SendRaw(std::span<const std::uint8_t> bytes, std::chrono::milliseconds timeout) override {
+    return Write(bytes, timeout);
+  }
 
-  // Takes everything that has already arrived, without waiting.
-  void Drain();
+  // Waits until `deadline` for bytes; returns true as soon as a read added frames to the inbox
+  // or found the connection closed (end of stream or reset), false if nothing happened by then.
+  // Never blocks past `deadline`.
+  bool Receive(Clock::time_point deadline) override;
 
   // Closes the socket (an orderly close from the client's side).
-  void Close();
+  void Close() override;
 
-  std::deque<Arrival>& inbox() { return inbox_; }
-  // True once the peer closed the connection (end of stream or reset).
-  bool closed() const { return closed_; }
-  // How it was closed, e.g. "end of stream" or "reset by peer".
-  const std::string& close_detail() const { return close_detail_; }
-  // The error of the last failed Write, if any (a request written to a closed connection).
-  const std::string& write_error() const { return write_error_; }
+  int wait_fd() const override { return fd_; }
   int fd() const { return fd_; }
 
  private:
@@ -70,10 +63,6 @@ class Connection {
   int fd_ = -1;
   Bytes buffer_;
   bool unframed_ = false;  // A length prefix made the rest of the stream impossible to delimit.
-  bool closed_ = false;
-  std::string close_detail_;
-  std::string write_error_;
-  std::deque<Arrival> inbox_;
 };
 
 }  // namespace messenger::conformance

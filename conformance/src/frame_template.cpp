@@ -290,6 +290,11 @@ class Matcher {
   Bindings& captures_;
 };
 
+bool IsGrpcOnlyEndReason(const Value& value) {
+  return value.kind == Value::Kind::kAtom &&
+         (value.text == "LOGGED_OUT" || value.text == "SLOW_CONSUMER");
+}
+
 }  // namespace
 
 Result<FrameTemplate> ParseTemplate(std::string_view line, bool holes) {
@@ -398,8 +403,12 @@ Status CheckTemplate(std::string_view line, bool holes) {
   for (std::size_t i = 0; i < parsed->names.size(); ++i) {
     field_starts.push_back(probe.size() + 1);
     probe += " " + parsed->names[i] + "=";
-    probe += HasHole(parsed->values[i]) ? Span(schema.line, schema.fields.values[i])
-                                        : Span(line, parsed->values[i]);
+    // The end reasons only gRPC has are names the codec does not know; they stand as written.
+    const bool grpc_only_reason = parsed->type == "SESSION_ENDED" && parsed->names[i] == "reason" &&
+                                  IsGrpcOnlyEndReason(parsed->values[i]);
+    probe += HasHole(parsed->values[i]) || grpc_only_reason
+                 ? Span(schema.line, schema.fields.values[i])
+                 : Span(line, parsed->values[i]);
   }
   const Result<Frame> frame = ParseDescription(probe);
   if (frame.ok()) return Status::Ok();

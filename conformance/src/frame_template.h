@@ -69,7 +69,9 @@ std::optional<std::string> Match(const FrameTemplate& expected, std::string_view
 
 // Checks what can be checked before a run: `line` parses, names a message type, gives exactly its
 // fields in order, and every value it gives (holes aside) is one that type accepts, written in the
-// canonical form ParseDescription reads. Errors: kInvalidArgument saying what to write instead.
+// canonical form ParseDescription reads. SESSION_ENDED's reason may also be LOGGED_OUT or
+// SLOW_CONSUMER, the end reasons only gRPC has (PROTOCOL.md 15.2). Errors: kInvalidArgument
+// saying what to write instead.
 Status CheckTemplate(std::string_view line, bool holes);
 
 }  // namespace messenger::conformance

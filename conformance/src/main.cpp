@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -21,7 +22,7 @@ namespace messenger::conformance {
 namespace {
 
 // Scenarios with this tag record where the server departs from the spec; they run only when
-// asked for by name.
+// asked for by name. `known-gap-grpc` and `known-gap-wire` do the same for one transport.
 constexpr char kKnownGapTag[] = "known-gap";
 
 constexpr int kExitOk = 0;
@@ -51,10 +52,17 @@ void PrintUsage(std::ostream& out) {
          "  --server PATH        the poco_messenger binary to start\n"
          "  --server-cmd 'CMD'   start CMD with /bin/sh for each scenario instead; {host}, "
          "{port},\n"
-         "                       {db} and {args} are replaced by 127.0.0.1, a free port, a fresh\n"
-         "                       database path and the scenario's server-args\n"
+         "                       {grpc_port}, {db} and {args} are replaced by 127.0.0.1, free\n"
+         "                       ports, a fresh database path and the scenario's server-args\n"
          "  --connect HOST:PORT  test a server that is already running (scenarios that restart\n"
          "                       the server or need server options are skipped)\n"
+         "  --grpc-connect HOST:PORT\n"
+         "                       with --connect: where that server serves gRPC\n"
+         "Transport:\n"
+         "  --transport wire|grpc\n"
+         "                       how clients that do not name their transport reach the server\n"
+         "                       [wire]; with grpc, scenarios tagged wire-only are skipped, and\n"
+         "                       the server is started with gRPC on ({grpc_port} in --server-cmd)\n"
          "Selection:\n"
          "  --only TAG           run only scenarios with this tag (repeatable: any of them)\n"
          "  --skip TAG           skip scenarios with this tag (repeatable)\n"
@@ -92,19 +100,33 @@ bool ParseOptions(int argc, char** argv, Options& options) {
     } else if (arg == "--server-cmd") {
       if (!value(i, options.run.server.command)) return false;
       options.run.server.kind = ServerSpec::Kind::kCommand;
-    } else if (arg == "--connect") {
+    } else if (arg == "--connect" || arg == "--grpc-connect") {
       if (!value(i, text)) return false;
       const std::size_t colon = text.rfind(':');
       const std::string port = colon == std::string::npos ? "" : text.substr(colon + 1);
       if (colon == 0 || port.empty() || port.size() > 5 ||
           port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) == 0 ||
           std::stoi(port) > 65535) {
-        std::cerr << "messenger_conformance: --connect wants HOST:PORT, got '" << text << "'\n";
+        std::cerr << "messenger_conformance: " << arg << " wants HOST:PORT, got '" << text << "'\n";
         return false;
       }
-      options.run.server.kind = ServerSpec::Kind::kExternal;
-      options.run.server.host = text.substr(0, colon);
-      options.run.server.port = static_cast<std::uint16_t>(std::stoi(port));
+      if (arg == "--connect") {
+        options.run.server.kind = ServerSpec::Kind::kExternal;
+        options.run.server.host = text.substr(0, colon);
+        options.run.server.port = static_cast<std::uint16_t>(std::stoi(port));
+      } else {
+        options.run.server.grpc_host = text.substr(0, colon);
+        options.run.server.grpc_port = static_cast<std::uint16_t>(std::stoi(port));
+      }
+    } else if (arg == "--transport") {
+      if (!value(i, text)) return false;
+      const std::optional<Transport> transport = ParseTransport(text);
+      if (!transport) {
+        std::cerr << "messenger_conformance: --transport wants wire or grpc, got '" << text
+                  << "'\n";
+        return false;
+      }
+      options.run.transport = *transport;
     } else if (arg == "--only" || arg == "--skip") {
       if (!value(i, text)) return false;
       (arg == "--only" ? options.only : options.skip).push_back(text);
@@ -136,6 +158,10 @@ bool ParseOptions(int argc, char** argv, Options& options) {
     }
   }
   if (options.paths.empty()) options.paths.emplace_back(MESSENGER_SCENARIO_DIR);
+  if (options.run.server.grpc_port != 0 && options.run.server.kind != ServerSpec::Kind::kExternal) {
+    std::cerr << "messenger_conformance: --grpc-connect goes with --connect\n";
+    return false;
+  }
   return true;
 }
 
@@ -175,11 +201,22 @@ bool Selected(const Scenario& scenario, const Options& options) {
 
 // Why a selected `scenario` is skipped all the same, or empty if it runs.
 std::string SkipReason(const Scenario& scenario, const Options& options) {
-  const bool gap_asked =
-      std::find(options.only.begin(), options.only.end(), kKnownGapTag) != options.only.end();
-  if (HasTag(scenario, kKnownGapTag) && !gap_asked) {
-    return "skipped: tagged known-gap, where the server is known to depart from the spec "
-           "(--only known-gap runs it)";
+  const Transport transport = options.run.transport;
+  if (transport == Transport::kGrpc && HasTag(scenario, kWireOnlyTag)) {
+    return "skipped: tagged wire-only, it has no gRPC counterpart (its file says why)";
+  }
+  if (transport == Transport::kWire && HasTag(scenario, kGrpcOnlyTag)) {
+    return "skipped: tagged grpc-only, it has no wire counterpart (its file says why)";
+  }
+  const std::string transport_gap =
+      std::string(kKnownGapTag) + "-" + std::string(TransportName(transport));
+  for (const std::string& gap : {std::string(kKnownGapTag), transport_gap}) {
+    const bool asked =
+        std::find(options.only.begin(), options.only.end(), gap) != options.only.end();
+    if (HasTag(scenario, gap) && !asked) {
+      return "skipped: tagged " + gap + ", where the server is known to depart from the spec " +
+             "(--only " + gap + " runs it)";
+    }
   }
   return "";
 }
@@ -220,7 +257,8 @@ struct Entry {
   Outcome outcome;
 };
 
-bool WriteJunit(const std::string& path, const std::vector<Entry>& entries, double seconds) {
+bool WriteJunit(const std::string& path, const std::vector<Entry>& entries, double seconds,
+                Transport transport) {
   int failures = 0;
   int skipped = 0;
   for (const Entry& e : entries) {
@@ -235,8 +273,8 @@ bool WriteJunit(const std::string& path, const std::vector<Entry>& entries, doub
   for (const Entry& e : entries) {
     std::string tags;
     for (const std::string& tag : e.tags) tags += (tags.empty() ? "" : ",") + tag;
-    out << "  <testcase classname=\"conformance\" name=\"" << XmlEscape(e.name) << "\" time=\""
-        << e.outcome.seconds << "\">\n"
+    out << "  <testcase classname=\"conformance." << TransportName(transport) << "\" name=\""
+        << XmlEscape(e.name) << "\" time=\"" << e.outcome.seconds << "\">\n"
         << "    <properties><property name=\"title\" value=\"" << XmlEscape(e.title)
         << "\"/><property name=\"tags\" value=\"" << XmlEscape(tags) << "\"/></properties>\n";
     const std::string first_line = e.outcome.detail.substr(0, e.outcome.detail.find('\n'));
@@ -288,7 +326,7 @@ int Main(int argc, char** argv) {
   for (const std::filesystem::path& file : files) {
     Entry entry;
     entry.name = file.stem().string();
-    Result<Scenario> scenario = LoadScenario(file);
+    Result<Scenario> scenario = LoadScenario(file, options.run.transport);
     if (!scenario.ok()) {
       entry.outcome.result = Outcome::Result::kFailed;
       entry.outcome.detail = "the scenario cannot be read: " + scenario.status().message() + "\n";
@@ -319,6 +357,7 @@ int Main(int argc, char** argv) {
     ++counts[static_cast<int>(outcome.result)];
     static constexpr const char* kLabels[] = {"PASS", "FAIL", "SKIP"};
     std::cout << kLabels[static_cast<int>(outcome.result)] << "  " << entry.name;
+    if (options.run.transport == Transport::kGrpc) std::cout << " [grpc]";
     if (outcome.result == Outcome::Result::kSkipped) {
       std::cout << ": " << outcome.detail << "\n";
     } else {
@@ -337,7 +376,8 @@ int Main(int argc, char** argv) {
             << counts[0] << " passed, " << counts[1] << " failed, " << counts[2] << " skipped";
   if (not_selected > 0) std::cout << ", " << not_selected << " not selected by --only/--skip";
   std::cout << " (" << std::fixed << std::setprecision(1) << seconds << " s)\n";
-  if (!options.junit.empty() && !WriteJunit(options.junit, entries, seconds)) {
+  if (!options.junit.empty() &&
+      !WriteJunit(options.junit, entries, seconds, options.run.transport)) {
     std::cerr << "messenger_conformance: cannot write " << options.junit << "\n";
     return kExitUsage;
   }

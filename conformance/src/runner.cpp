@@ -15,6 +15,7 @@
 
 #include "connection.h"
 #include "frame_template.h"
+#include "grpc_client.h"
 #include "messenger/codec/codec.h"
 #include "messenger/codec/messages.h"
 
@@ -87,22 +88,40 @@ class ScenarioRun {
   }
 
  private:
+  // Opens a client over `transport` to the server under test.
+  Result<std::unique_ptr<ScenarioClient>> OpenClient(Transport transport) {
+    if (transport == Transport::kGrpc) {
+      auto client = std::make_unique<GrpcClient>(options_.timeout);
+      if (server_.grpc_port() == 0) {
+        return Status(ErrorCode::kConnectionFailed, "the server under test serves no gRPC");
+      }
+      if (Status s = client->Open(server_.grpc_host(), server_.grpc_port(), options_.timeout);
+          !s.ok()) {
+        return s;
+      }
+      return std::unique_ptr<ScenarioClient>(std::move(client));
+    }
+    auto client = std::make_unique<Connection>();
+    if (Status s = client->Open(server_.host(), server_.port(), options_.timeout); !s.ok()) {
+      return s;
+    }
+    return std::unique_ptr<ScenarioClient>(std::move(client));
+  }
+
   std::string Execute(const Step& step) {
     transcript_.SetLine(step.line);
     switch (step.kind) {
       case Step::Kind::kConnect: {
-        auto client = std::make_unique<Connection>();
-        if (const Status s = client->Open(server_.host(), server_.port(), options_.timeout);
-            !s.ok()) {
-          return s.message();
-        }
-        transcript_.Add("connect " + step.client);
-        clients_[step.client] = std::move(client);
+        Result<std::unique_ptr<ScenarioClient>> client = OpenClient(step.transport);
+        if (!client.ok()) return client.status().message();
+        transcript_.Add("connect " + step.client +
+                        (step.transport == Transport::kGrpc ? " over grpc" : ""));
+        clients_[step.client] = std::move(client).value();
         seen_closed_.erase(step.client);
         return "";
       }
       case Step::Kind::kClose: {
-        Connection& client = *clients_.at(step.client);
+        ScenarioClient& client = *clients_.at(step.client);
         client.Drain();
         if (!client.inbox().empty()) {
           return step.client + " received frames the scenario does not expect:\n" +
@@ -116,9 +135,9 @@ class ScenarioRun {
       case Step::Kind::kSend:
         return Send(step);
       case Step::Kind::kSendRaw: {
-        Connection& client = *clients_.at(step.client);
+        ScenarioClient& client = *clients_.at(step.client);
         transcript_.Add(step.client + " > raw " + Hex(step.bytes));
-        if (!client.Write(step.bytes, options_.timeout).ok()) {
+        if (!client.SendRaw(step.bytes, options_.timeout).ok()) {
           transcript_.Add("  (" + client.write_error() + ")");
         }
         return "";
@@ -147,14 +166,15 @@ class ScenarioRun {
         return "";
       }
       case Step::Kind::kSwarm:
-        return RunSwarm(step.clients, step.messages, step.acceptance_order, server_.host(),
-                        server_.port(), options_.timeout, transcript_);
+        return RunSwarm(
+            step.clients, step.messages, step.acceptance_order,
+            [this, &step] { return OpenClient(step.transport); }, options_.timeout, transcript_);
     }
     return "unknown step";
   }
 
   std::string Send(const Step& step) {
-    Connection& client = *clients_.at(step.client);
+    ScenarioClient& client = *clients_.at(step.client);
     const std::string text = Substitute(step.text, bindings_);
     const Result<Frame> frame = ParseDescription(text);
     if (!frame.ok()) return "cannot send '" + text + "': " + frame.status().message();
@@ -163,7 +183,11 @@ class ScenarioRun {
       return "cannot encode '" + text + "': " + s.ToString();
     }
     transcript_.Add(step.client + " > " + text);
-    if (!client.Write(bytes, options_.timeout).ok()) {
+    if (const Status s = client.SendRequest(*frame, options_.timeout); !s.ok()) {
+      // A request the transport cannot carry is the scenario's mistake; a failed write is what
+      // the following expectations judge.
+      if (s.code() == ErrorCode::kInvalidArgument)
+        return "cannot send '" + text + "': " + s.message();
       transcript_.Add("  (" + client.write_error() + ")");
     }
     return "";
@@ -181,7 +205,7 @@ class ScenarioRun {
   // Compares one arrival with the expectation; empty on a match (captures then taken).
   std::string Compare(const FrameTemplate& expected, const std::string& expected_text,
                       const Arrival& arrival) {
-    if (!arrival.frame) return "the frame cannot be decoded";
+    if (!arrival.matchable) return "what arrived is no frame an expectation can match";
     const Result<FrameTemplate> actual = ParseTemplate(arrival.text, /*holes=*/false);
     if (!actual.ok())
       return "cannot read the description of the frame: " + actual.status().message();
@@ -191,7 +215,7 @@ class ScenarioRun {
   }
 
   std::string ExpectNext(const Step& step) {
-    Connection& client = *clients_.at(step.client);
+    ScenarioClient& client = *clients_.at(step.client);
     std::string text;
     FrameTemplate expected;
     if (std::string error = Expected(step, text, expected); !error.empty()) return error;
@@ -215,7 +239,7 @@ class ScenarioRun {
   }
 
   std::string ExpectAnyOrder(const Step& step) {
-    Connection& client = *clients_.at(step.client);
+    ScenarioClient& client = *clients_.at(step.client);
     std::string text;
     FrameTemplate expected;
     if (std::string error = Expected(step, text, expected); !error.empty()) return error;
@@ -242,7 +266,7 @@ class ScenarioRun {
   }
 
   std::string ExpectClosed(const Step& step) {
-    Connection& client = *clients_.at(step.client);
+    ScenarioClient& client = *clients_.at(step.client);
     const Clock::time_point deadline = Clock::now() + options_.timeout;
     while (!client.closed() && client.inbox().empty()) {
       if (!client.Receive(deadline) && Clock::now() >= deadline) {
@@ -260,7 +284,7 @@ class ScenarioRun {
   }
 
   std::string ExpectSilence(const Step& step) {
-    Connection& client = *clients_.at(step.client);
+    ScenarioClient& client = *clients_.at(step.client);
     const Clock::time_point deadline = Clock::now() + step.duration;
     while (Clock::now() < deadline && client.inbox().empty() && !client.closed()) {
       client.Receive(deadline);
@@ -278,7 +302,7 @@ class ScenarioRun {
     return "";
   }
 
-  std::string Missing(const std::string& expected, Connection& client, const std::string& why) {
+  std::string Missing(const std::string& expected, ScenarioClient& client, const std::string& why) {
     std::string out = "expected: " + expected + "\narrived:  " + why;
     if (client.closed()) out += " (" + client.close_detail() + ")";
     if (!client.inbox().empty()) out += "; frames not matched:\n" + Unmatched(client);
@@ -287,7 +311,7 @@ class ScenarioRun {
     return out;
   }
 
-  static std::string Unmatched(Connection& client) {
+  static std::string Unmatched(ScenarioClient& client) {
     std::string out;
     for (const Arrival& arrival : client.inbox()) out += "  " + arrival.text + "\n";
     if (!out.empty()) out.pop_back();
@@ -306,7 +330,7 @@ class ScenarioRun {
   ServerProcess& server_;
   Transcript& transcript_;
   std::vector<std::string>& notes_;
-  std::map<std::string, std::unique_ptr<Connection>> clients_;
+  std::map<std::string, std::unique_ptr<ScenarioClient>> clients_;
   std::set<std::string> seen_closed_;  // Clients whose close an expectation has seen.
   Bindings bindings_;
 };
@@ -339,6 +363,15 @@ std::string Transcript::Tail(std::size_t lines) const {
 }
 
 std::string WhyNotRunnable(const Scenario& scenario, const RunOptions& options) {
+  if (scenario.uses_grpc && options.server.kind == ServerSpec::Kind::kExternal &&
+      options.server.grpc_port == 0) {
+    return "it has gRPC clients; give the server's gRPC address with --grpc-connect HOST:PORT";
+  }
+  if (scenario.uses_grpc && options.server.kind == ServerSpec::Kind::kCommand &&
+      options.server.command.find("{grpc_port}") == std::string::npos) {
+    return "it has gRPC clients; put {grpc_port} in --server-cmd where the server takes its gRPC "
+           "port";
+  }
   if (options.server.kind == ServerSpec::Kind::kExternal) {
     if (scenario.restarts_server) {
       return "it restarts the server, which a runner connected to a running server (--connect) "
@@ -376,7 +409,7 @@ Outcome RunScenario(const Scenario& scenario, const RunOptions& options) {
   std::string log;
   Transcript transcript(options.verbose);
   {
-    ServerProcess server(options.server, dir, scenario.server_args);
+    ServerProcess server(options.server, dir, scenario.server_args, scenario.uses_grpc);
     if (const Status started = server.Start(); !started.ok()) {
       failure = "cannot start the server: " + started.message() + "\n";
     } else {

@@ -5,16 +5,21 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "scenario.h"
+#include "scenario_client.h"
 #include "server_process.h"
 
 namespace messenger::conformance {
 
 struct RunOptions {
   ServerSpec server;
+  // The transport of clients that do not name theirs (scenarios are parsed for it).
+  Transport transport = Transport::kWire;
   // How long an expectation waits for its frame (or for the close it expects).
   std::chrono::milliseconds timeout{5000};
   bool verbose = false;  // Print every step and every frame as it happens.
@@ -35,7 +40,8 @@ struct Outcome {
 Outcome RunScenario(const Scenario& scenario, const RunOptions& options);
 
 // The reason `scenario` cannot run with `options`, or empty if it can (a scenario that restarts
-// the server or needs server options cannot run against an external server).
+// the server or needs server options cannot run against an external server, one with gRPC
+// clients not against a server whose gRPC address is unknown).
 std::string WhyNotRunnable(const Scenario& scenario, const RunOptions& options);
 
 // A record of what the clients sent and received, printed with a failure.
@@ -61,8 +67,10 @@ class Transcript {
 // after ACKing everything nothing is left to fetch. With `acceptance_order`, also that each
 // recipient's pushes arrive in acceptance order (increasing message ids), across senders.
 // Returns the first violation, or empty.
-std::string RunSwarm(int clients, int messages, bool acceptance_order, const std::string& host,
-                     std::uint16_t port, std::chrono::milliseconds timeout, Transcript& transcript);
+// `connect` opens one client of the swarm.
+using ClientFactory = std::function<Result<std::unique_ptr<ScenarioClient>>()>;
+std::string RunSwarm(int clients, int messages, bool acceptance_order, const ClientFactory& connect,
+                     std::chrono::milliseconds timeout, Transcript& transcript);
 
 }  // namespace messenger::conformance
 

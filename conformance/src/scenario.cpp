@@ -20,8 +20,11 @@ namespace messenger::conformance {
 namespace {
 
 // Words with a meaning of their own where a client name could stand.
-const std::set<std::string, std::less<>> kKeywords = {
-    "accounts", "close", "closed", "connect", "crash", "hello", "login", "raw", "restart", "swarm"};
+const std::set<std::string, std::less<>> kKeywords = {"accounts", "close",   "closed", "connect",
+                                                      "crash",    "hello",   "login",  "over",
+                                                      "raw",      "restart", "swarm"};
+// The end reasons only gRPC has (messenger.v1.EndReason), as the scenario language names them.
+const std::set<std::string, std::less<>> kGrpcOnlyEndReasons = {"LOGGED_OUT", "SLOW_CONSUMER"};
 // Bounds of the swarm step: enough for a real crowd, small enough to finish in seconds.
 constexpr int kMaxSwarmClients = 500;
 constexpr int kMaxSwarmMessages = 1000;
@@ -74,9 +77,18 @@ bool HasAny(const Value& value) {
   return std::any_of(value.items.begin(), value.items.end(), HasAny);
 }
 
+bool IsRequestName(std::string_view type) {
+  for (int value = 0x01; value < 0x40; ++value) {
+    const auto request = static_cast<MessageType>(value);
+    if (IsRequest(request) && MessageTypeName(request) == type) return true;
+  }
+  return false;
+}
+
 class ScenarioParser {
  public:
-  explicit ScenarioParser(const std::filesystem::path& path) {
+  ScenarioParser(const std::filesystem::path& path, Transport transport)
+      : default_transport_(transport) {
     scenario_.path = path;
     scenario_.name = path.stem().string();
   }
@@ -93,6 +105,7 @@ class ScenarioParser {
     }
     if (scenario_.steps.empty()) return Error("the scenario has no steps");
     if (scenario_.title.empty()) scenario_.title = scenario_.name;
+    scenario_.default_transport = default_transport_;
     return std::move(scenario_);
   }
 
@@ -107,7 +120,12 @@ class ScenarioParser {
       if (!scenario_.steps.empty()) return Error("tags: must come before the first step");
       std::string list = source_.substr(5);
       std::replace(list.begin(), list.end(), ',', ' ');
-      for (std::string& tag : Words(list)) scenario_.tags.push_back(std::move(tag));
+      for (std::string& tag : Words(list)) {
+        // A scenario bound to one transport is read for that one, whatever was asked for.
+        if (tag == kWireOnlyTag) default_transport_ = Transport::kWire;
+        if (tag == kGrpcOnlyTag) default_transport_ = Transport::kGrpc;
+        scenario_.tags.push_back(std::move(tag));
+      }
       return Status::Ok();
     }
     if (source_.rfind("server-args:", 0) == 0) {
@@ -117,13 +135,29 @@ class ScenarioParser {
       }
       return Status::Ok();
     }
-    const std::vector<std::string> words = Words(source_);
+    line_ = source_;
+    // wire: STEP, grpc: STEP -- the step applies only where its client uses that transport.
+    for (const Transport transport : {Transport::kWire, Transport::kGrpc}) {
+      const std::string prefix = std::string(TransportName(transport)) + ":";
+      if (source_.rfind(prefix, 0) != 0) continue;
+      line_ = std::string(Trim(source_.substr(prefix.size())));
+      if (line_.empty()) return Error("expected a step after '" + prefix + "'");
+      if (LineTransport(Words(line_)) != transport) return Status::Ok();
+    }
+    const std::vector<std::string> words = Words(line_);
     const std::string& first = words[0];
-    if (first == "connect" || first == "close" || first == "hello") {
-      if (words.size() != 2) return Error(first + " takes one client name");
-      if (first == "connect") return Connect(words[1]);
-      if (first == "close") return Close(words[1]);
-      return Hello(words[1]);
+    if (first == "connect" || first == "hello") {
+      Transport transport = default_transport_;
+      if (words.size() == 4 && words[2] == "over") {
+        if (Status s = TransportWord(words[3], transport); !s.ok()) return s;
+      } else if (words.size() != 2) {
+        return Error("usage: " + first + " CLIENT [over wire|grpc]");
+      }
+      return first == "connect" ? Connect(words[1], transport) : Hello(words[1], transport);
+    }
+    if (first == "close") {
+      if (words.size() != 2) return Error("close takes one client name");
+      return Close(words[1]);
     }
     if (first == "restart" || first == "crash") {
       if (words.size() != 1) return Error(first + " takes no arguments");
@@ -139,11 +173,41 @@ class ScenarioParser {
     return ClientLine(first, words[1]);
   }
 
+  // The transport a step (split into `words`) would use: its client's, else the default.
+  Transport LineTransport(const std::vector<std::string>& words) const {
+    if (words.empty()) return default_transport_;
+    const std::string& first = words[0];
+    if (first == "connect" || first == "hello" || first == "login") {
+      for (std::size_t i = 2; i + 1 < words.size(); ++i) {
+        if (words[i] == "over") {
+          if (const auto transport = ParseTransport(words[i + 1])) return *transport;
+        }
+      }
+      return default_transport_;
+    }
+    const std::string& client = first == "close" && words.size() > 1 ? words[1] : first;
+    const auto it = transport_.find(client);
+    return it == transport_.end() ? default_transport_ : it->second;
+  }
+
+  Status TransportWord(const std::string& word, Transport& out) {
+    const auto transport = ParseTransport(word);
+    if (!transport)
+      return Error("'" + word + "' is not a transport: write 'over wire' or 'over grpc'");
+    out = *transport;
+    return Status::Ok();
+  }
+
+  Transport ClientTransport(const std::string& client) const {
+    const auto it = transport_.find(client);
+    return it == transport_.end() ? default_transport_ : it->second;
+  }
+
   // NAME > ..., NAME < ..., NAME <~ ..., NAME !< ...
   Status ClientLine(const std::string& client, const std::string& op) {
     if (!IsClientName(client)) return Error("'" + client + "' is not a step or a client name");
-    const std::size_t rest_at = source_.find(op, client.size()) + op.size();
-    const std::string rest(Trim(source_.substr(rest_at)));
+    const std::size_t rest_at = line_.find(op, client.size()) + op.size();
+    const std::string rest(Trim(line_.substr(rest_at)));
     if (op == ">") {
       if (rest == "raw" || rest.rfind("raw ", 0) == 0) return SendRaw(client, rest.substr(3));
       return Send(client, rest);
@@ -163,7 +227,7 @@ class ScenarioParser {
     return Error("expected '>', '<', '<~' or '!<' after the client name, got '" + op + "'");
   }
 
-  Status Connect(const std::string& client) {
+  Status Connect(const std::string& client, Transport transport) {
     if (!IsClientName(client) && client != kAccountsClient) {
       return Error("'" + client + "' cannot name a client: use letters, digits, '.', '_', '-' " +
                    "and not a step keyword");
@@ -172,7 +236,9 @@ class ScenarioParser {
       return Error(client + " is already connected (close it first, or expect it closed)");
     }
     open_.insert(client);
+    transport_[client] = transport;
     next_id_[client] = 1;
+    if (transport == Transport::kGrpc) scenario_.uses_grpc = true;
     Step step;
     step.kind = Step::Kind::kConnect;
     step.client = client;
@@ -201,6 +267,17 @@ class ScenarioParser {
         std::any_of(parsed->values.begin(), parsed->values.end(), HasAny)) {
       return Error("'*' matches values in expectations; a request must say what it sends");
     }
+    if (ClientTransport(client) == Transport::kGrpc) {
+      if (!IsRequestName(parsed->type)) {
+        return Error(parsed->type + " is not a request, and gRPC has no call for it: mark the " +
+                     "step 'wire:' or tag the scenario wire-only");
+      }
+      if (parsed->type == "HELLO" && !parsed->values.empty() &&
+          parsed->values[0].text != std::to_string(kProtocolVersion)) {
+        return Error("a HELLO of another protocol version has no gRPC counterpart: mark the " +
+                     std::string("step 'wire:' or tag the scenario wire-only"));
+      }
+    }
     if (Variables(text).empty()) {
       const Result<Frame> frame = ParseDescription(text);
       if (!frame.ok()) return Error(frame.status().message());
@@ -225,6 +302,10 @@ class ScenarioParser {
 
   Status SendRaw(const std::string& client, const std::string& hex) {
     if (Status s = RequireOpen(client); !s.ok()) return s;
+    if (ClientTransport(client) == Transport::kGrpc) {
+      return Error("raw bytes have no gRPC counterpart: mark the step 'wire:' or tag the " +
+                   std::string("scenario wire-only"));
+    }
     Step step;
     step.kind = Step::Kind::kSendRaw;
     step.client = client;
@@ -254,6 +335,14 @@ class ScenarioParser {
   Status Expect(const std::string& client, const std::string& text, Step::Kind kind) {
     if (Status s = RequireOpen(client); !s.ok()) return s;
     if (Status s = CheckTemplate(text, /*holes=*/true); !s.ok()) return Error(s.message());
+    if (ClientTransport(client) == Transport::kWire) {
+      const Result<FrameTemplate> parsed = ParseTemplate(text, /*holes=*/true);
+      if (parsed.ok() && parsed->type == "SESSION_ENDED" && !parsed->values.empty() &&
+          kGrpcOnlyEndReasons.count(parsed->values[0].text) != 0) {
+        return Error("reason=" + parsed->values[0].text + " is an end reason only gRPC has; " +
+                     client + " is a wire client");
+      }
+    }
     for (const std::string& name : Variables(text)) captured_.insert(name);
     Step step;
     step.kind = kind;
@@ -278,28 +367,34 @@ class ScenarioParser {
     return Emit(std::move(step));
   }
 
-  // hello NAME: connect NAME, then the handshake, with the limits every server announces.
-  Status Hello(const std::string& client) {
-    if (Status s = Connect(client); !s.ok()) return s;
+  // hello NAME: connect NAME, then the handshake, with the limits every server announces
+  // (over gRPC there is no pre-login limit: GetServerInfo does not carry one).
+  Status Hello(const std::string& client, Transport transport) {
+    if (Status s = Connect(client, transport); !s.ok()) return s;
     const std::string id = std::to_string(next_id_[client]);
     if (Status s = Send(client, "HELLO #" + id + " protocol_version=1"); !s.ok()) return s;
+    const std::string prelogin = transport == Transport::kGrpc ? "*" : "1024";
     return Expect(client,
-                  "HELLO_OK #" + id +
-                      " protocol_version=1 max_frame_size=* max_prelogin_frame_size=1024 "
-                      "max_text_bytes=4096 max_queued_per_user=* server_name=*",
+                  "HELLO_OK #" + id + " protocol_version=1 max_frame_size=* " +
+                      "max_prelogin_frame_size=" + prelogin +
+                      " max_text_bytes=4096 max_queued_per_user=* server_name=*",
                   Step::Kind::kExpect);
   }
 
-  // login CLIENT [as ACCOUNT] [unread=N]: hello CLIENT, then LOGIN with the macro password.
+  // login CLIENT [as ACCOUNT] [unread=N] [over wire|grpc]: hello CLIENT, then LOGIN with the
+  // macro password.
   Status Login(const std::vector<std::string>& words) {
-    const std::string usage = "usage: login CLIENT [as ACCOUNT] [unread=N]";
+    const std::string usage = "usage: login CLIENT [as ACCOUNT] [unread=N] [over wire|grpc]";
     if (words.size() < 2) return Error(usage);
     const std::string& client = words[1];
     std::string account = client;
     std::string unread = "0";
+    Transport transport = default_transport_;
     for (std::size_t i = 2; i < words.size(); ++i) {
       if (words[i] == "as" && i + 1 < words.size()) {
         account = words[++i];
+      } else if (words[i] == "over" && i + 1 < words.size()) {
+        if (Status s = TransportWord(words[++i], transport); !s.ok()) return s;
       } else if (words[i].rfind("unread=", 0) == 0) {
         unread = words[i].substr(7);
       } else {
@@ -307,7 +402,7 @@ class ScenarioParser {
       }
     }
     if (!IsClientName(account)) return Error("'" + account + "' cannot be an account name here");
-    if (Status s = Hello(client); !s.ok()) return s;
+    if (Status s = Hello(client, transport); !s.ok()) return s;
     const std::string id = std::to_string(next_id_[client]);
     if (Status s = Send(client, "LOGIN #" + id + " username=\"" + account + "\" password=\"" +
                                     kMacroPassword + "\"");
@@ -320,7 +415,7 @@ class ScenarioParser {
   // accounts NAME...: creates each account on a connection of its own, then closes it.
   Status Accounts(const std::vector<std::string>& words) {
     if (words.size() < 2) return Error("usage: accounts NAME...");
-    if (Status s = Hello(kAccountsClient); !s.ok()) return s;
+    if (Status s = Hello(kAccountsClient, default_transport_); !s.ok()) return s;
     for (std::size_t i = 1; i < words.size(); ++i) {
       if (!IsClientName(words[i]))
         return Error("'" + words[i] + "' cannot be an account name here");
@@ -347,6 +442,8 @@ class ScenarioParser {
                    std::to_string(kMaxSwarmClients) +
                    ", 1 <= M <= " + std::to_string(kMaxSwarmMessages) + ")");
     }
+    step.transport = default_transport_;
+    if (step.transport == Transport::kGrpc) scenario_.uses_grpc = true;
     return Emit(std::move(step));
   }
 
@@ -364,7 +461,8 @@ class ScenarioParser {
   Status Emit(Step step) {
     step.line = line_number_;
     step.source = source_;
-    const std::string first = Words(source_)[0];
+    if (!step.client.empty()) step.transport = ClientTransport(step.client);
+    const std::string first = Words(line_)[0];
     if (first == "hello" || first == "login" || first == "accounts") {
       step.expansion = Describe(step);
     }
@@ -392,9 +490,12 @@ class ScenarioParser {
                   scenario_.path.string() + ":" + std::to_string(line_number_) + ": " + message);
   }
 
+  Transport default_transport_;
   Scenario scenario_;
   int line_number_ = 0;
-  std::string source_;
+  std::string source_;                          // The line as written (trimmed).
+  std::string line_;                            // The step in it: without a wire: or grpc: mark.
+  std::map<std::string, Transport> transport_;  // Of each client connected so far.
   std::set<std::string> open_;
   std::set<std::string> captured_;
   std::map<std::string, std::uint64_t> next_id_;
@@ -402,18 +503,29 @@ class ScenarioParser {
 
 }  // namespace
 
-Result<Scenario> ParseScenario(std::string_view text, const std::filesystem::path& path) {
-  return ScenarioParser(path).Parse(text);
+std::string_view TransportName(Transport transport) {
+  return transport == Transport::kGrpc ? "grpc" : "wire";
 }
 
-Result<Scenario> LoadScenario(const std::filesystem::path& path) {
+std::optional<Transport> ParseTransport(std::string_view name) {
+  if (name == "wire") return Transport::kWire;
+  if (name == "grpc") return Transport::kGrpc;
+  return std::nullopt;
+}
+
+Result<Scenario> ParseScenario(std::string_view text, const std::filesystem::path& path,
+                               Transport transport) {
+  return ScenarioParser(path, transport).Parse(text);
+}
+
+Result<Scenario> LoadScenario(const std::filesystem::path& path, Transport transport) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return Status(ErrorCode::kInvalidArgument, path.string() + ": cannot read the scenario");
   }
   std::stringstream text;
   text << in.rdbuf();
-  return ParseScenario(text.str(), path);
+  return ParseScenario(text.str(), path, transport);
 }
 
 std::string ShowStep(const Step& step) {

@@ -19,6 +19,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "connection.h"
 
@@ -35,6 +36,7 @@ constexpr std::chrono::seconds kStopTimeout{5};
 // How long a killed process gets to be reaped.
 constexpr std::chrono::seconds kKillTimeout{10};
 constexpr char kReadinessPrefix[] = "poco_messenger listening on ";
+constexpr char kGrpcReadinessPrefix[] = "poco_messenger grpc listening on ";
 
 // The process group of the running server, for the signal handler; 0 when none runs.
 std::atomic<pid_t> g_server_group{0};
@@ -102,8 +104,8 @@ void KillServerOnExit() {
 }
 
 ServerProcess::ServerProcess(ServerSpec spec, std::filesystem::path dir,
-                             std::vector<std::string> args)
-    : spec_(std::move(spec)), dir_(std::move(dir)), args_(std::move(args)) {}
+                             std::vector<std::string> args, bool grpc)
+    : spec_(std::move(spec)), dir_(std::move(dir)), args_(std::move(args)), grpc_(grpc) {}
 
 ServerProcess::~ServerProcess() { Kill(); }
 
@@ -112,28 +114,34 @@ Status ServerProcess::Start() {
   switch (spec_.kind) {
     case ServerSpec::Kind::kExternal:
       port_ = spec_.port;
-      return WaitUntilAccepting();
+      grpc_port_ = grpc_ ? spec_.grpc_port : 0;
+      if (Status s = WaitUntilAccepting(spec_.host, port_); !s.ok() || !grpc_) return s;
+      return WaitUntilAccepting(spec_.grpc_host, grpc_port_);
     case ServerSpec::Kind::kBinary: {
-      std::vector<std::string> argv = {spec_.binary,      "server", "--host", spec_.host,
-                                       "--port",          "0",      "--db",   db,
-                                       "--password-cost", "test"};
+      // gRPC stays off unless needed, so that parallel servers never compete for its port.
+      std::vector<std::string> argv = {
+          spec_.binary,         "server", "--host", spec_.host,        "--port", "0", "--grpc-port",
+          grpc_ ? "auto" : "0", "--db",   db,       "--password-cost", "test"};
       argv.insert(argv.end(), args_.begin(), args_.end());
       if (Status s = Spawn(argv, /*stdout_to_pipe=*/true); !s.ok()) return s;
-      return WaitForReadinessLine();
+      return WaitForReadinessLines();
     }
     case ServerSpec::Kind::kCommand: {
       if (port_ == 0) port_ = PickFreePort();
-      if (port_ == 0) return Failure("cannot find a free port");
+      if (grpc_ && grpc_port_ == 0) grpc_port_ = PickFreePort();
+      if (port_ == 0 || (grpc_ && grpc_port_ == 0)) return Failure("cannot find a free port");
       std::string args;
       for (const std::string& arg : args_) args += (args.empty() ? "" : " ") + ShellQuote(arg);
       std::string command = ReplaceAll(spec_.command, "{host}", spec_.host);
       command = ReplaceAll(command, "{port}", std::to_string(port_));
+      command = ReplaceAll(command, "{grpc_port}", std::to_string(grpc_port_));
       command = ReplaceAll(command, "{db}", ShellQuote(db));
       command = ReplaceAll(command, "{args}", args);
       if (Status s = Spawn({"/bin/sh", "-c", command}, /*stdout_to_pipe=*/false); !s.ok()) {
         return s;
       }
-      return WaitUntilAccepting();
+      if (Status s = WaitUntilAccepting(spec_.host, port_); !s.ok() || !grpc_) return s;
+      return WaitUntilAccepting(spec_.grpc_host, grpc_port_);
     }
   }
   return Failure("unknown server kind");
@@ -194,17 +202,35 @@ Status ServerProcess::Spawn(const std::vector<std::string>& args, bool stdout_to
   return Status::Ok();
 }
 
-Status ServerProcess::WaitForReadinessLine() {
+namespace {
+
+// The port of a readiness line `<prefix>HOST:PORT`, or 0.
+std::uint16_t ReadinessPort(const std::string& line, const std::string& prefix) {
+  const std::size_t colon = line.rfind(':');
+  if (line.rfind(prefix, 0) != 0 || colon == std::string::npos) return 0;
+  const std::string port = line.substr(colon + 1);
+  const unsigned long value =
+      port.find_first_not_of("0123456789") == std::string::npos && !port.empty() && port.size() <= 5
+          ? std::stoul(port)
+          : 0;
+  return value > 65535 ? 0 : static_cast<std::uint16_t>(value);
+}
+
+}  // namespace
+
+Status ServerProcess::WaitForReadinessLines() {
   const Clock::time_point deadline = Clock::now() + kStartTimeout;
-  std::string line;
+  // The wire line, then (with gRPC on) the gRPC line.
+  const std::size_t wanted = grpc_ ? 2 : 1;
+  std::vector<std::string> lines(1);
   Status result = Status::Ok();
-  while (line.empty() || line.back() != '\n') {
+  while (lines.size() <= wanted) {
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     pollfd p = {stdout_fd_, POLLIN, 0};
     if (left <= 0 || ::poll(&p, 1, static_cast<int>(left)) <= 0) {
       result = Failure("no readiness line within " + std::to_string(kStartTimeout.count()) +
-                       " s; stdout so far: '" + line + "'");
+                       " s; stdout so far: '" + lines.front() + "'");
       break;
     }
     char c;
@@ -213,28 +239,32 @@ Status ServerProcess::WaitForReadinessLine() {
       result = Failure("the server exited before it was ready (" + exit_description_ + ")");
       break;
     }
-    line += c;
+    if (c == '\n') {
+      lines.emplace_back();
+    } else {
+      lines.back() += c;
+    }
   }
   ::close(stdout_fd_);
   stdout_fd_ = -1;
   if (!result.ok()) return Status(result.code(), result.message() + "\n" + LogTail(20));
-  line.pop_back();
-  const std::size_t colon = line.rfind(':');
-  if (line.rfind(kReadinessPrefix, 0) != 0 || colon == std::string::npos) {
-    return Failure("unexpected readiness line '" + line + "'; expected '" + kReadinessPrefix +
+  port_ = ReadinessPort(lines[0], kReadinessPrefix);
+  if (port_ == 0) {
+    return Failure("unexpected readiness line '" + lines[0] + "'; expected '" + kReadinessPrefix +
                    "HOST:PORT'");
   }
-  const std::string port = line.substr(colon + 1);
-  const unsigned long value =
-      port.find_first_not_of("0123456789") == std::string::npos && !port.empty() && port.size() <= 5
-          ? std::stoul(port)
-          : 0;
-  if (value == 0 || value > 65535) return Failure("no usable port in '" + line + "'");
-  port_ = static_cast<std::uint16_t>(value);
+  grpc_port_ = 0;
+  if (grpc_) {
+    grpc_port_ = ReadinessPort(lines[1], kGrpcReadinessPrefix);
+    if (grpc_port_ == 0) {
+      return Failure("unexpected second readiness line '" + lines[1] + "'; expected '" +
+                     kGrpcReadinessPrefix + "HOST:PORT'");
+    }
+  }
   return Status::Ok();
 }
 
-Status ServerProcess::WaitUntilAccepting() {
+Status ServerProcess::WaitUntilAccepting(const std::string& host, std::uint16_t port) {
   const Clock::time_point deadline = Clock::now() + kStartTimeout;
   Status last;
   while (Clock::now() < deadline) {
@@ -243,13 +273,13 @@ Status ServerProcess::WaitUntilAccepting() {
                      ")\n" + LogTail(20));
     }
     Connection probe;
-    last = probe.Open(spec_.host, port_, std::chrono::milliseconds(1000));
+    last = probe.Open(host, port, std::chrono::milliseconds(1000));
     if (last.ok()) return Status::Ok();
     if (spec_.kind == ServerSpec::Kind::kExternal) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  return Failure("nothing accepts connections at " + spec_.host + ":" + std::to_string(port_) +
-                 ": " + last.message() +
+  return Failure("nothing accepts connections at " + host + ":" + std::to_string(port) + ": " +
+                 last.message() +
                  (spec_.kind == ServerSpec::Kind::kExternal ? "" : "\n" + LogTail(20)));
 }
 

@@ -14,12 +14,12 @@
 #include <variant>
 #include <vector>
 
-#include "connection.h"
 #include "messenger/codec/codec.h"
 #include "messenger/codec/limits.h"
 #include "messenger/codec/messages.h"
 #include "runner.h"
 #include "scenario.h"
+#include "scenario_client.h"
 
 namespace messenger::conformance {
 namespace {
@@ -50,7 +50,7 @@ struct Pending {
 
 struct SwarmClient {
   std::string name;
-  Connection connection;
+  std::unique_ptr<ScenarioClient> connection;
   std::deque<Pending> pending;
   std::vector<StoredMessage> delivered;  // DELIVER pushes, in arrival order.
 };
@@ -72,23 +72,29 @@ class Swarm {
     }
   }
 
-  std::string Run(const std::string& host, std::uint16_t port) {
+  std::string Run(const ClientFactory& connect) {
     const int n = static_cast<int>(clients_.size());
     for (auto& client : clients_) {
-      if (const Status s = client->connection.Open(host, port, timeout_); !s.ok()) {
-        return client->name + ": " + s.message();
-      }
+      Result<std::unique_ptr<ScenarioClient>> opened = connect();
+      if (!opened.ok()) return client->name + ": " + opened.status().message();
+      client->connection = std::move(opened).value();
     }
-    // Every client registers and logs in, pipelined, all at the same time.
+    // Every client registers and logs in, pipelined, all at the same time. Over gRPC there is
+    // no handshake to make.
     for (auto& client : clients_) {
-      Bytes bytes;
-      Encode({kHelloId, Hello{kProtocolVersion}}, bytes);
-      Encode({kCreateId, CreateAccount{client->name, kMacroPassword}}, bytes);
-      Encode({kLoginId, Login{client->name, kMacroPassword}}, bytes);
-      client->pending = {{kHelloId, MessageType::kHelloOk},
-                         {kCreateId, MessageType::kOk},
-                         {kLoginId, MessageType::kLoginOk}};
-      if (std::string e = Write(*client, bytes); !e.empty()) return e;
+      client->pending.clear();
+      if (client->connection->transport() == Transport::kWire) {
+        client->pending.push_back({kHelloId, MessageType::kHelloOk});
+        if (std::string e = Write(*client, Frame{kHelloId, Hello{kProtocolVersion}}); !e.empty()) {
+          return e;
+        }
+      }
+      client->pending.push_back({kCreateId, MessageType::kOk});
+      client->pending.push_back({kLoginId, MessageType::kLoginOk});
+      for (const Frame& frame : {Frame{kCreateId, CreateAccount{client->name, kMacroPassword}},
+                                 Frame{kLoginId, Login{client->name, kMacroPassword}}}) {
+        if (std::string e = Write(*client, frame); !e.empty()) return e;
+      }
     }
     if (std::string e = PumpUntilAnswered(); !e.empty()) return e;
     transcript_.Add("swarm: " + std::to_string(n) + " clients registered and logged in");
@@ -104,14 +110,12 @@ class Swarm {
         message.number = k;
         message.text = "message " + std::to_string(k + 1) + " from " + clients_[i]->name;
         const auto id = static_cast<std::uint32_t>(kFirstSendId + k);
-        Bytes bytes;
-        Encode({id, Send{clients_[message.recipient]->name, static_cast<std::uint64_t>(k + 1),
-                         message.text}},
-               bytes);
+        const Frame frame{id, Send{clients_[message.recipient]->name,
+                                   static_cast<std::uint64_t>(k + 1), message.text}};
         clients_[i]->pending.push_back({id, MessageType::kSendOk, static_cast<int>(sent_.size())});
         by_text_[message.text] = static_cast<int>(sent_.size());
         sent_.push_back(std::move(message));
-        if (std::string e = Write(*clients_[i], bytes); !e.empty()) return e;
+        if (std::string e = Write(*clients_[i], frame); !e.empty()) return e;
       }
     }
     const std::size_t total = sent_.size();
@@ -128,11 +132,11 @@ class Swarm {
     for (auto& client : clients_) {
       Ack ack;
       for (const StoredMessage& m : client->delivered) ack.message_ids.push_back(m.message_id);
-      Bytes bytes;
-      Encode({kAckId, std::move(ack)}, bytes);
-      Encode({kFetchId, FetchUndelivered{kMaxFetchLimit}}, bytes);
       client->pending = {{kAckId, MessageType::kOk}, {kFetchId, MessageType::kMessageBatch}};
-      if (std::string e = Write(*client, bytes); !e.empty()) return e;
+      for (const Frame& frame :
+           {Frame{kAckId, std::move(ack)}, Frame{kFetchId, FetchUndelivered{kMaxFetchLimit}}}) {
+        if (std::string e = Write(*client, frame); !e.empty()) return e;
+      }
     }
     if (std::string e = PumpUntilAnswered(); !e.empty()) return e;
     if (delivered_ != total) {
@@ -140,19 +144,14 @@ class Swarm {
              std::to_string(delivered_) + " pushes for " + std::to_string(total) + " messages";
     }
     transcript_.Add("swarm: all acknowledged; nothing left to fetch");
-    for (auto& client : clients_) client->connection.Close();
+    for (auto& client : clients_) client->connection->Close();
     return "";
   }
 
  private:
-  static void Encode(const Frame& frame, Bytes& out) {
-    // The swarm's frames are all valid by construction.
-    (void)EncodeFrame(frame, out);
-  }
-
-  std::string Write(SwarmClient& client, const Bytes& bytes) {
-    if (client.connection.Write(bytes, timeout_).ok()) return "";
-    return client.name + ": " + client.connection.write_error();
+  std::string Write(SwarmClient& client, const Frame& frame) {
+    if (client.connection->SendRequest(frame, timeout_).ok()) return "";
+    return client.name + ": " + client.connection->write_error();
   }
 
   bool AllAnswered() const {
@@ -171,7 +170,7 @@ class Swarm {
     std::vector<pollfd> fds(clients_.size());
     while (!done()) {
       for (std::size_t i = 0; i < clients_.size(); ++i) {
-        fds[i] = {clients_[i]->connection.fd(), POLLIN, 0};
+        fds[i] = {clients_[i]->connection->wait_fd(), POLLIN, 0};
       }
       const auto left =
           std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
@@ -181,15 +180,15 @@ class Swarm {
       for (std::size_t i = 0; i < clients_.size(); ++i) {
         if (fds[i].revents == 0) continue;
         SwarmClient& client = *clients_[i];
-        client.connection.Receive(Clock::now());
-        while (!client.connection.inbox().empty()) {
-          Arrival arrival = std::move(client.connection.inbox().front());
-          client.connection.inbox().pop_front();
+        client.connection->Receive(Clock::now());
+        while (!client.connection->inbox().empty()) {
+          Arrival arrival = std::move(client.connection->inbox().front());
+          client.connection->inbox().pop_front();
           if (std::string e = Handle(client, arrival); !e.empty()) return e;
         }
-        if (client.connection.closed()) {
+        if (client.connection->closed()) {
           return client.name + ": the server closed the connection (" +
-                 client.connection.close_detail() + ")";
+                 client.connection->close_detail() + ")";
         }
       }
       deadline = Clock::now() + timeout_;  // Progress: wait the full timeout again.
@@ -325,10 +324,9 @@ class Swarm {
 
 }  // namespace
 
-std::string RunSwarm(int clients, int messages, bool acceptance_order, const std::string& host,
-                     std::uint16_t port, std::chrono::milliseconds timeout,
-                     Transcript& transcript) {
-  return Swarm(clients, messages, acceptance_order, timeout, transcript).Run(host, port);
+std::string RunSwarm(int clients, int messages, bool acceptance_order, const ClientFactory& connect,
+                     std::chrono::milliseconds timeout, Transcript& transcript) {
+  return Swarm(clients, messages, acceptance_order, timeout, transcript).Run(connect);
 }
 
 }  // namespace messenger::conformance

@@ -207,5 +207,84 @@ TEST(ScenarioTest, RestartAndCrashAreNoted) {
   EXPECT_TRUE(scenario->restarts_server);
 }
 
+TEST(ScenarioTest, ClientsTakeTheDefaultTransportUnlessTheyNameOne) {
+  const Result<Scenario> scenario = ParseScenario(
+      "connect a\nhello b over grpc\nlogin c as b over wire unread=1\n", "t.scn", Transport::kWire);
+  ASSERT_TRUE(scenario.ok()) << scenario.status().message();
+  EXPECT_EQ(scenario->steps[0].transport, Transport::kWire);
+  EXPECT_EQ(scenario->steps[1].transport, Transport::kGrpc);
+  EXPECT_EQ(scenario->steps[1].kind, Step::Kind::kConnect);
+  EXPECT_EQ(scenario->steps.back().transport, Transport::kWire);
+  EXPECT_TRUE(scenario->uses_grpc);
+
+  const Result<Scenario> all_grpc = ParseScenario("connect a\n", "t.scn", Transport::kGrpc);
+  ASSERT_TRUE(all_grpc.ok());
+  EXPECT_EQ(all_grpc->steps[0].transport, Transport::kGrpc);
+  EXPECT_TRUE(all_grpc->uses_grpc);
+  EXPECT_FALSE(Parse("connect a\n")->uses_grpc);
+  EXPECT_NE(ErrorOf("connect a over pigeon\n").find("'pigeon' is not a transport"),
+            std::string::npos);
+}
+
+TEST(ScenarioTest, HelloOverGrpcDoesNotExpectAPreLoginLimit) {
+  const Result<Scenario> scenario = ParseScenario("hello a over grpc\n", "t.scn");
+  ASSERT_TRUE(scenario.ok()) << scenario.status().message();
+  EXPECT_EQ(ShowStep(scenario->steps[2]),
+            "a < HELLO_OK #1 protocol_version=1 max_frame_size=* max_prelogin_frame_size=* "
+            "max_text_bytes=4096 max_queued_per_user=* server_name=*");
+}
+
+TEST(ScenarioTest, MarkedStepsApplyOnlyWhereTheirClientUsesThatTransport) {
+  const std::string text =
+      "connect a\nconnect b over grpc\na > PING #1 nonce=1\nwire: a < PONG #1 nonce=1\n"
+      "grpc: a < ERROR #1 code=NOT_LOGGED_IN message=*\ngrpc: b > PING #1 nonce=1\n"
+      "wire: restart\n";
+  const Result<Scenario> on_wire = ParseScenario(text, "t.scn", Transport::kWire);
+  ASSERT_TRUE(on_wire.ok()) << on_wire.status().message();
+  std::vector<std::string> shown;
+  for (const Step& step : on_wire->steps) shown.push_back(ShowStep(step));
+  EXPECT_EQ(shown, (std::vector<std::string>{"connect a", "connect b over grpc",
+                                             "a > PING #1 nonce=1", "wire: a < PONG #1 nonce=1",
+                                             "grpc: b > PING #1 nonce=1", "wire: restart"}));
+  const Result<Scenario> on_grpc = ParseScenario(text, "t.scn", Transport::kGrpc);
+  ASSERT_TRUE(on_grpc.ok()) << on_grpc.status().message();
+  shown.clear();
+  for (const Step& step : on_grpc->steps) shown.push_back(ShowStep(step));
+  EXPECT_EQ(shown,
+            (std::vector<std::string>{"connect a", "connect b over grpc", "a > PING #1 nonce=1",
+                                      "grpc: a < ERROR #1 code=NOT_LOGGED_IN message=*",
+                                      "grpc: b > PING #1 nonce=1"}));
+  EXPECT_FALSE(on_grpc->restarts_server);
+}
+
+TEST(ScenarioTest, WhatGrpcCannotCarryIsRefusedOnGrpcClients) {
+  const auto on_grpc = [](const std::string& text) {
+    const Result<Scenario> scenario = ParseScenario(text, "t.scn", Transport::kGrpc);
+    return scenario.ok() ? std::string("(it parsed)") : scenario.status().message();
+  };
+  EXPECT_NE(on_grpc("connect a\na > raw 00\n").find("raw bytes have no gRPC counterpart"),
+            std::string::npos);
+  EXPECT_NE(on_grpc("connect a\na > OK #1\n").find("OK is not a request"), std::string::npos);
+  EXPECT_NE(on_grpc("connect a\na > HELLO #1 protocol_version=2\n")
+                .find("another protocol version has no gRPC counterpart"),
+            std::string::npos);
+  // The same lines are fine on wire clients, and a wire-only tag makes every client one.
+  EXPECT_TRUE(ParseScenario("connect a\na > raw 00\n", "t.scn", Transport::kWire).ok());
+  const Result<Scenario> wire_only =
+      ParseScenario("tags: wire-only\nconnect a\na > raw 00\n", "t.scn", Transport::kGrpc);
+  ASSERT_TRUE(wire_only.ok()) << wire_only.status().message();
+  EXPECT_EQ(wire_only->default_transport, Transport::kWire);
+}
+
+TEST(ScenarioTest, EndReasonsOnlyGrpcHasAreExpectedOnGrpcClientsOnly) {
+  EXPECT_TRUE(ParseScenario("connect a over grpc\na < SESSION_ENDED #0 reason=LOGGED_OUT "
+                            "message=*\n",
+                            "t.scn")
+                  .ok());
+  EXPECT_NE(ErrorOf("connect a\na < SESSION_ENDED #0 reason=SLOW_CONSUMER message=*\n")
+                .find("an end reason only gRPC has; a is a wire client"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace messenger::conformance
