@@ -276,7 +276,7 @@ struct Connection {
   bool wire_logged_in = false;      // The session's own view: decides the frame limit.
   std::optional<std::string> user;  // The core's view: whose messages this connection gets.
   std::set<std::uint64_t> handed;   // Messages pushed or fetched in this login, not ACKed.
-  std::uint64_t last_bytes_ms = 0;
+  std::uint64_t last_frame_ms = 0;
   std::uint64_t logged_out_since_ms = 0;
 };
 
@@ -398,7 +398,7 @@ class Harness {
 void Harness::Open(int c) {
   Connection& conn = conns_[c];
   conn = Connection{};
-  conn.last_bytes_ms = conn.logged_out_since_ms = clock_.now();
+  conn.last_frame_ms = conn.logged_out_since_ms = clock_.now();
   conn.session = std::make_unique<WireSession>(messenger_, sinks_[c], config_.wire, clock_.now());
 }
 
@@ -462,7 +462,8 @@ void Harness::Data(int c, ByteSpan bytes) {
     Bytes out;
     faults_before_ = faults_.fired;
     const bool keep_open = conn.session->OnBytes(chunk, clock_.now(), out);
-    conn.last_bytes_ms = clock_.now();
+    // Only a complete frame restarts the idle timer (docs/PROTOCOL.md, 12.3).
+    if (tap == TapEvent::kFrame) conn.last_frame_ms = clock_.now();
     const std::vector<Frame> replies = ReadOutput(c, out);
     std::optional<DecodeResult> request;  // Outlives the checks, which point to it.
 
@@ -508,7 +509,7 @@ void Harness::Advance(std::uint64_t ms) {
     if (!conn.session) continue;
     const bool login_due =
         !conn.wire_logged_in && now >= conn.logged_out_since_ms + config_.wire.login_timeout_ms;
-    const bool idle_due = now >= conn.last_bytes_ms + config_.wire.idle_timeout_ms;
+    const bool idle_due = now >= conn.last_frame_ms + config_.wire.idle_timeout_ms;
     Bytes out;
     const bool keep_open = conn.session->OnTick(now, out);
     const std::vector<Frame> pushed = ReadOutput(c, out);

@@ -105,7 +105,7 @@ struct Messenger::State {
   SessionId next_id = 1;
   bool shut_down = false;
   std::unordered_map<SessionId, SessionEntry> sessions;
-  std::unordered_map<std::string, SessionId> online;  // User key -> its session.
+  std::unordered_map<std::string, SessionId> online;       // User key -> its session.
   std::unordered_map<std::string, PushQueue> push_queues;  // Recipient key -> its queue.
   std::unordered_map<std::string, TokenBucket> send_buckets;
   std::unordered_map<std::string, LoginFailures> login_failures;
@@ -284,13 +284,19 @@ Result<LoginOk> Messenger::Login(SessionId session, std::string_view username,
     st.hasher.Verify(st.dummy_hash, password);  // Same cost as a real check; result unused.
   }
 
+  if (!verified) {
+    std::lock_guard lock(st.mutex);
+    st.RecordLoginFailure(key, st.clock.SteadyMs());
+    return auth_failed;
+  }
+  // Counted before anything changes, so that a failure leaves every session as it was (the
+  // user's session elsewhere included). A message stored after the count is not counted but
+  // stays stored: FETCH_UNDELIVERED finds it.
+  Result<std::uint32_t> unread = st.store.CountMessages(key);
+  if (!unread.ok()) return unread.status();
+
   {
     std::lock_guard lock(st.mutex);
-    const std::uint64_t now = st.clock.SteadyMs();
-    if (!verified) {
-      st.RecordLoginFailure(key, now);
-      return auth_failed;
-    }
     st.login_failures.erase(key);
     const auto it = st.sessions.find(session);
     if (it == st.sessions.end()) return Status(ErrorCode::kInternal, "unknown session");
@@ -304,15 +310,6 @@ Result<LoginOk> Messenger::Login(SessionId session, std::string_view username,
     }
     it->second.user = User{key, account.value()->name};
     st.online[key] = session;
-  }
-  // Counted after the session is online, so every message is either counted here or pushed.
-  Result<std::uint32_t> unread = st.store.CountMessages(key);
-  if (!unread.ok()) {
-    // A failed LOGIN must leave the session logged out, as its ERROR says.
-    std::lock_guard lock(st.mutex);
-    const auto it = st.sessions.find(session);
-    if (it != st.sessions.end()) st.LogOut(session, it->second);
-    return unread.status();
   }
   return LoginOk{*unread};
 }

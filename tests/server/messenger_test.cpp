@@ -17,6 +17,7 @@ namespace messenger {
 namespace {
 
 using ::testing::_;
+using testing::ControlledStore;
 using ::testing::ElementsAre;
 using testing::FakeClock;
 using testing::FakeHasher;
@@ -24,7 +25,6 @@ using ::testing::Field;
 using testing::MockSink;
 using ::testing::NiceMock;
 using ::testing::StrictMock;
-using testing::ControlledStore;
 
 constexpr char kPassword[] = "correct horse";
 
@@ -291,6 +291,20 @@ TEST_F(MessengerTest, FailedLoginLeavesTheSessionLoggedOut) {
   ASSERT_TRUE(retry.ok()) << retry.status().ToString();
   EXPECT_EQ(retry->unread_count, 1u);
   messenger_->Detach(session);
+}
+
+TEST_F(MessengerTest, FailedLoginDoesNotTakeOverTheUsersOtherSession) {
+  StrictMock<MockSink> first_sink;  // Any End() would fail the test.
+  ASSERT_TRUE(messenger_->CreateAccount("alice", kPassword).ok());
+  const SessionId first = messenger_->Attach(first_sink);
+  ASSERT_TRUE(messenger_->Login(first, "alice", kPassword).ok());
+  const SessionId second = Connect();
+  store_->fail_reads = true;
+  EXPECT_EQ(messenger_->Login(second, "alice", kPassword).status().code(), ErrorCode::kInternal);
+  store_->fail_reads = false;
+  EXPECT_TRUE(messenger_->IsLoggedIn(first));
+  EXPECT_FALSE(messenger_->IsLoggedIn(second));
+  messenger_->Detach(first);
 }
 
 TEST_F(MessengerTest, SendToOfflineRecipientIsQueuedAndFetchedOldestFirst) {
