@@ -110,9 +110,6 @@ constexpr char kDeleteSendsBy[] = "DELETE FROM send_log WHERE sender = ?1";
 constexpr char kFindSend[] =
     "SELECT message_id, recipient, text_hash, timestamp_ms, delivery FROM send_log "
     "WHERE sender = ?1 AND client_message_id = ?2";
-// Counting stops at the cap: the answer is only compared with it.
-constexpr char kCountQueueUpTo[] =
-    "SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE recipient = ?1 LIMIT ?2)";
 constexpr char kInsertMessage[] =
     "INSERT INTO messages (recipient, sender_name, timestamp_ms, text) VALUES (?1, ?2, ?3, ?4)";
 constexpr char kRecordSend[] =
@@ -532,6 +529,7 @@ class SqliteStore final : public Store {
       Query drop_queue(db, kDeleteQueue, "DeleteAccount");
       Status run = drop_queue.Bind(key).Run();
       if (!run.ok()) return run;
+      queue_lengths_.erase(std::string(key));
       outcome = Clamp32(sqlite3_changes64(db.handle()));
       Query retire(db, kRetireAccount, "DeleteAccount");
       run = retire.Bind(key).Run();
@@ -579,15 +577,11 @@ class SqliteStore final : public Store {
         outcome = store_internal::NotAcceptingNew();
         return Status();
       }
-      {
-        Query count(db, kCountQueueUpTo, "Append");
-        Result<bool> row =
-            count.Bind(message.recipient_key).Bind(std::int64_t{policy.queue_cap}).Step();
-        if (!row.ok()) return row.status();
-        if (count.Int(0) >= std::int64_t{policy.queue_cap}) {
-          outcome = store_internal::QueueFull();
-          return Status();
-        }
+      Result<std::int64_t*> length = QueueLength(db, message.recipient_key);
+      if (!length.ok()) return length.status();
+      if (**length >= std::int64_t{policy.queue_cap}) {
+        outcome = store_internal::QueueFull();
+        return Status();
       }
       Query insert(db, kInsertMessage, "Append");
       Status run = insert.Bind(message.recipient_key)
@@ -597,6 +591,7 @@ class SqliteStore final : public Store {
                        .Run();
       if (!run.ok()) return run;
       const std::int64_t id = sqlite3_last_insert_rowid(db.handle());
+      ++**length;
       Query record(db, kRecordSend, "Append");
       run = record.Bind(message.sender_key)
                 .Bind(ToSql(message.client_message_id))
@@ -653,6 +648,10 @@ class SqliteStore final : public Store {
         Query ack(db, kAckOne, "Ack");
         Status run = ack.Bind(ToSql(id)).Bind(recipient_key).Run();
         if (!run.ok()) return run;
+        if (sqlite3_changes(db.handle()) > 0) {
+          const auto cached = queue_lengths_.find(std::string(recipient_key));
+          if (cached != queue_lengths_.end()) --cached->second;
+        }
       }
       return Status();
     });
@@ -702,6 +701,18 @@ class SqliteStore final : public Store {
     }
   }
 
+  // Writer thread only. The number of messages stored for `recipient_key`, counted once and then
+  // kept up to date by every write, so the QUEUE_FULL check costs the same for a long queue as
+  // for a short one. The pointer stays valid until the next call.
+  Result<std::int64_t*> QueueLength(Connection& db, std::string_view recipient_key) {
+    const auto cached = queue_lengths_.find(std::string(recipient_key));
+    if (cached != queue_lengths_.end()) return &cached->second;
+    Query count(db, kCountQueue, "Append");
+    Result<bool> row = count.Bind(recipient_key).Step();
+    if (!row.ok()) return row.status();
+    return &queue_lengths_.emplace(std::string(recipient_key), count.Int(0)).first->second;
+  }
+
   // Applies `batch` in one transaction. Returns OK iff it committed.
   Status RunBatch(std::span<PendingWrite* const> batch) {
     std::optional<Lease> shared;
@@ -717,6 +728,7 @@ class SqliteStore final : public Store {
     }
     if (status.ok()) status = db.Exec("COMMIT", "committing");
     if (status.ok()) return status;
+    queue_lengths_.clear();  // They counted writes that are now rolled back.
     // SQLite may already have rolled back on its own (e.g. after an I/O error).
     if (sqlite3_get_autocommit(db.handle()) == 0) db.Exec("ROLLBACK", "rolling back");
     return Internal(status.message() + " (nothing of this write was stored)");
@@ -727,6 +739,8 @@ class SqliteStore final : public Store {
   ConnectionPool read_pool_;
   bool shared_connection_ = false;
   std::uint64_t appends_since_prune_ = 0;  // Writer thread only.
+  // Stored messages per recipient key, for those the writer has counted (writer thread only).
+  std::unordered_map<std::string, std::int64_t> queue_lengths_;
 
   std::mutex queue_mu_;
   std::condition_variable work_ready_;

@@ -435,7 +435,9 @@ TYPED_TEST(StoreTest, QueueCapRefusesOnceTheRecipientHoldsThatMany) {
   EXPECT_EQ(this->store_->Append(this->Message("Alice", "Bob", 2, "c"), capped).status().code(),
             ErrorCode::kQueueFull);
   // Another recipient is not affected, and a retry of a stored message is still answered.
-  EXPECT_TRUE(this->store_->Append(this->Message("Alice", "Carol", 3, "d"), capped).ok());
+  Result<AppendOutcome> to_carol =
+      this->store_->Append(this->Message("Alice", "Carol", 3, "d"), capped);
+  ASSERT_TRUE(to_carol.ok());
   Result<AppendOutcome> retry = this->store_->Append(this->Message("Alice", "Bob", 1, "a"), capped);
   ASSERT_TRUE(retry.ok());
   EXPECT_TRUE(retry->duplicate);
@@ -446,6 +448,11 @@ TYPED_TEST(StoreTest, QueueCapRefusesOnceTheRecipientHoldsThatMany) {
   ASSERT_TRUE(after.ok()) << after.status().ToString();
   EXPECT_FALSE(after->duplicate);
   EXPECT_EQ(this->Count("bob"), 2u);
+  // Acknowledging what is already gone, or another recipient's message, frees nothing.
+  const std::uint64_t not_bobs[] = {first, to_carol->result.message_id, 999999};
+  ASSERT_TRUE(this->store_->Ack("bob", not_bobs).ok());
+  EXPECT_EQ(this->store_->Append(this->Message("Carol", "Bob", 2, "e"), capped).status().code(),
+            ErrorCode::kQueueFull);
 }
 
 // ---- Reading and acknowledging ----
