@@ -75,20 +75,6 @@ std::string Target(const std::string& host, std::uint16_t port) {
   return (ipv6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
-std::string_view EndReasonName(EndReason reason) {
-  switch (reason) {
-    case EndReason::kTakeover:
-      return "TAKEOVER";
-    case EndReason::kServerShutdown:
-      return "SERVER_SHUTDOWN";
-    case EndReason::kIdleTimeout:
-      return "IDLE_TIMEOUT";
-    case EndReason::kLoginTimeout:
-      return "LOGIN_TIMEOUT";
-  }
-  return "UNKNOWN";
-}
-
 // Sets `wire` to the wire's reason for a gRPC end reason; false for the gRPC-only ones (and
 // unknown values).
 bool ToWireEndReason(pb::EndReason reason, EndReason& wire) {
@@ -439,7 +425,7 @@ class Session {
   mutable std::mutex mu_;
   std::thread::id reader_id_;
   std::thread::id acker_id_;
-  bool stopped_ = false;  // Stop() was called or the stream has ended.
+  bool stopped_ = false;   // Stop() was called or the stream has ended.
   bool attached_ = false;  // The server has attached the stream, or the stream failed.
   std::condition_variable attached_cv_;
   std::condition_variable ack_wake_;

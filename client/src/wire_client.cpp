@@ -111,20 +111,6 @@ bool EndsLogin(const Message& request) {
   return deletion != nullptr && deletion->confirm;
 }
 
-std::string_view EndReasonName(EndReason reason) {
-  switch (reason) {
-    case EndReason::kTakeover:
-      return "TAKEOVER";
-    case EndReason::kServerShutdown:
-      return "SERVER_SHUTDOWN";
-    case EndReason::kIdleTimeout:
-      return "IDLE_TIMEOUT";
-    case EndReason::kLoginTimeout:
-      return "LOGIN_TIMEOUT";
-  }
-  return "UNKNOWN";
-}
-
 class Connection;
 
 // What a connection reports to its owner, on the connection's reader thread.

@@ -6,6 +6,21 @@
 #include "fields.h"
 
 namespace messenger {
+
+std::string_view EndReasonName(EndReason reason) {
+  switch (reason) {
+    case EndReason::kTakeover:
+      return "TAKEOVER";
+    case EndReason::kServerShutdown:
+      return "SERVER_SHUTDOWN";
+    case EndReason::kIdleTimeout:
+      return "IDLE_TIMEOUT";
+    case EndReason::kLoginTimeout:
+      return "LOGIN_TIMEOUT";
+  }
+  return "UNKNOWN";
+}
+
 namespace codec_internal {
 
 std::string_view EnumName(Delivery v) {
@@ -18,19 +33,7 @@ std::string_view EnumName(Delivery v) {
   return "UNKNOWN";
 }
 
-std::string_view EnumName(EndReason v) {
-  switch (v) {
-    case EndReason::kTakeover:
-      return "TAKEOVER";
-    case EndReason::kServerShutdown:
-      return "SERVER_SHUTDOWN";
-    case EndReason::kIdleTimeout:
-      return "IDLE_TIMEOUT";
-    case EndReason::kLoginTimeout:
-      return "LOGIN_TIMEOUT";
-  }
-  return "UNKNOWN";
-}
+std::string_view EnumName(EndReason v) { return EndReasonName(v); }
 
 namespace {
 

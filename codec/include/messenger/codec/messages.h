@@ -210,6 +210,10 @@ MessageType TypeOf(const Message& message);
 // Returns the protocol name of a type, e.g. "SEND"; "UNKNOWN" for values not listed.
 std::string_view MessageTypeName(MessageType type);
 
+// Returns the protocol name of a SESSION_ENDED reason, e.g. "TAKEOVER"; "UNKNOWN" for values not
+// listed.
+std::string_view EndReasonName(EndReason reason);
+
 // True iff `type` is sent by clients (and so must carry a non-zero request id).
 bool IsRequest(MessageType type);
 // True iff `type` is a server push (and so must carry request id 0).
