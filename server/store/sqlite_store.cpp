@@ -28,6 +28,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -530,6 +531,7 @@ class SqliteStore final : public Store {
       Status run = drop_queue.Bind(key).Run();
       if (!run.ok()) return run;
       queue_lengths_.erase(std::string(key));
+      touched_.insert(std::string(key));
       outcome = Clamp32(sqlite3_changes64(db.handle()));
       Query retire(db, kRetireAccount, "DeleteAccount");
       run = retire.Bind(key).Run();
@@ -633,6 +635,11 @@ class SqliteStore final : public Store {
   }
 
   Result<std::uint32_t> CountMessages(std::string_view recipient_key) override {
+    {
+      std::lock_guard lock(committed_mu_);
+      const auto known = committed_lengths_.find(std::string(recipient_key));
+      if (known != committed_lengths_.end()) return Clamp32(known->second);
+    }
     Lease lease(read_pool_);
     Query count(lease.db(), kCountQueue, "CountMessages");
     Result<bool> row = count.Bind(recipient_key).Step();
@@ -649,8 +656,9 @@ class SqliteStore final : public Store {
         Status run = ack.Bind(ToSql(id)).Bind(recipient_key).Run();
         if (!run.ok()) return run;
         if (sqlite3_changes(db.handle()) > 0) {
-          const auto cached = queue_lengths_.find(std::string(recipient_key));
-          if (cached != queue_lengths_.end()) --cached->second;
+          Result<std::int64_t*> length = QueueLength(db, recipient_key);
+          if (!length.ok()) return length.status();
+          --**length;
         }
       }
       return Status();
@@ -701,16 +709,33 @@ class SqliteStore final : public Store {
     }
   }
 
-  // Writer thread only. The number of messages stored for `recipient_key`, counted once and then
-  // kept up to date by every write, so the QUEUE_FULL check costs the same for a long queue as
-  // for a short one. The pointer stays valid until the next call.
+  // Writer thread only. The number of messages stored for `recipient_key` as this transaction
+  // sees it, counted once and then kept up to date by every write, so that neither the QUEUE_FULL
+  // check nor CountMessages costs more for a long queue than for a short one. The pointer stays
+  // valid until the map changes.
   Result<std::int64_t*> QueueLength(Connection& db, std::string_view recipient_key) {
-    const auto cached = queue_lengths_.find(std::string(recipient_key));
+    std::string key(recipient_key);
+    touched_.insert(key);
+    const auto cached = queue_lengths_.find(key);
     if (cached != queue_lengths_.end()) return &cached->second;
-    Query count(db, kCountQueue, "Append");
+    Query count(db, kCountQueue, "counting a queue");
     Result<bool> row = count.Bind(recipient_key).Step();
     if (!row.ok()) return row.status();
-    return &queue_lengths_.emplace(std::string(recipient_key), count.Int(0)).first->second;
+    return &queue_lengths_.emplace(std::move(key), count.Int(0)).first->second;
+  }
+
+  // Writer thread only, after a commit: what readers see of the queue lengths the batch touched.
+  void PublishQueueLengths() {
+    std::lock_guard lock(committed_mu_);
+    for (const std::string& key : touched_) {
+      const auto length = queue_lengths_.find(key);
+      if (length == queue_lengths_.end()) {
+        committed_lengths_.erase(key);
+      } else {
+        committed_lengths_[key] = length->second;
+      }
+    }
+    touched_.clear();
   }
 
   // Applies `batch` in one transaction. Returns OK iff it committed.
@@ -727,8 +752,17 @@ class SqliteStore final : public Store {
       }
     }
     if (status.ok()) status = db.Exec("COMMIT", "committing");
-    if (status.ok()) return status;
-    queue_lengths_.clear();  // They counted writes that are now rolled back.
+    if (status.ok()) {
+      PublishQueueLengths();
+      return status;
+    }
+    // The lengths counted writes that are now rolled back: count again when next needed.
+    queue_lengths_.clear();
+    touched_.clear();
+    {
+      std::lock_guard lock(committed_mu_);
+      committed_lengths_.clear();
+    }
     // SQLite may already have rolled back on its own (e.g. after an I/O error).
     if (sqlite3_get_autocommit(db.handle()) == 0) db.Exec("ROLLBACK", "rolling back");
     return Internal(status.message() + " (nothing of this write was stored)");
@@ -739,8 +773,13 @@ class SqliteStore final : public Store {
   ConnectionPool read_pool_;
   bool shared_connection_ = false;
   std::uint64_t appends_since_prune_ = 0;  // Writer thread only.
-  // Stored messages per recipient key, for those the writer has counted (writer thread only).
+  // Stored messages per recipient key, for those the writer has counted (writer thread only),
+  // and the keys whose length the current batch counted or changed.
   std::unordered_map<std::string, std::int64_t> queue_lengths_;
+  std::unordered_set<std::string> touched_;
+  // The lengths as of the last commit, for CountMessages on other threads.
+  std::mutex committed_mu_;
+  std::unordered_map<std::string, std::int64_t> committed_lengths_;  // Guarded by committed_mu_.
 
   std::mutex queue_mu_;
   std::condition_variable work_ready_;

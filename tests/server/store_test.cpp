@@ -497,6 +497,21 @@ TYPED_TEST(StoreTest, CountMessagesCountsOnlyThatRecipient) {
   EXPECT_EQ(this->Count("zed"), 0u);
 }
 
+TYPED_TEST(StoreTest, CountMessagesFollowsAppendsAcksAndDeletion) {
+  const std::uint64_t a = this->Send("Alice", "Bob", 1, "a");
+  this->Send("Carol", "Bob", 1, "b");
+  EXPECT_EQ(this->Count("bob"), 2u);
+  const std::uint64_t acked[] = {a};
+  ASSERT_TRUE(this->store_->Ack("bob", acked).ok());
+  EXPECT_EQ(this->Count("bob"), 1u);
+  ASSERT_TRUE(this->store_->Ack("bob", acked).ok());  // Already gone: nothing changes.
+  EXPECT_EQ(this->Count("bob"), 1u);
+  this->Send("Alice", "Bob", 2, "c");
+  EXPECT_EQ(this->Count("bob"), 2u);
+  ASSERT_TRUE(this->store_->DeleteAccount("bob").ok());
+  EXPECT_EQ(this->Count("bob"), 0u);
+}
+
 TYPED_TEST(StoreTest, AckRemovesOnlyTheRecipientsOwnMessages) {
   const std::uint64_t to_bob_1 = this->Send("Alice", "Bob", 1, "a");
   const std::uint64_t to_bob_2 = this->Send("Alice", "Bob", 2, "b");
