@@ -121,6 +121,29 @@ std::int64_t ReadStamp(const char* text, std::size_t size);
 // Makes a text of `bytes` ASCII bytes with room for a stamp at the front.
 std::string MakeText(std::size_t bytes);
 
+// Sessions to log in and then hold open without traffic (idle-scale).
+struct IdleSpec {
+  std::vector<std::string> users;
+  std::string password;
+  int parallelism = 16;  // Logins in progress at once.
+  // Wire, loopback IPv4 targets: connections made from one local address before the next ones
+  // come from 127.0.0.2, 127.0.0.3, ... (each local address has its own ephemeral ports towards
+  // the server's port). 0: all from the default address.
+  int per_source_address = 0;
+};
+
+// Logged-in sessions held open without traffic. Destroying the object ends them (closes their
+// connections or cancels their streams). Used by the main thread only.
+class IdleSessions {
+ public:
+  virtual ~IdleSessions() = default;
+  // Sessions that have ended since they were opened, or received anything (an idle session gets
+  // nothing but SESSION_ENDED), as far as can be seen now.
+  virtual int CountLost() = 0;
+  // Local addresses the connections come from.
+  virtual int source_addresses() const = 0;
+};
+
 // A client of one front door. Each Run* method runs one worker on the calling thread until the run
 // stops (or its own job is done) and reports a failure both by its result and by
 // RunControl::Fail. All methods may be called from many threads at once.
@@ -136,6 +159,9 @@ class Transport {
   virtual Status RunReceiver(const ReceiverSpec& spec, RunControl& control, WorkerStats& stats) = 0;
   // Drains until a page reports nothing remaining; `control` is only consulted for failures.
   virtual Status RunDrainer(const DrainSpec& spec, RunControl& control, DrainResult& result) = 0;
+  // Logs in every user of `spec` and returns the sessions once all are established (on gRPC:
+  // subscribed). Fails if any login fails.
+  virtual Result<std::unique_ptr<IdleSessions>> OpenIdleSessions(const IdleSpec& spec) = 0;
 };
 
 // `text_bytes` is the size of every message text (>= kStampBytes).

@@ -9,6 +9,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <utility>
@@ -269,6 +271,236 @@ void CloseSession(Session& session, std::vector<Slots>&... slots) {
   session.Close();
 }
 
+// Channels (TCP connections) that carry the idle sessions, each with its own completion queue and
+// thread: the server multiplexes sessions over HTTP/2 streams, so a few connections carry them all.
+constexpr std::size_t kIdleChannels = 8;
+
+// Idle sessions on one channel: Login, then a Subscribe stream held open with one Read pending,
+// all asynchronous and driven by one thread. A session is established once the stream's response
+// headers have arrived: the server sends them when it has attached the stream.
+class IdleChannel {
+ public:
+  IdleChannel(const Endpoint& endpoint, std::vector<std::string> users, const std::string& password,
+              int in_flight)
+      : users_(std::move(users)),
+        password_(password),
+        in_flight_(std::max(1, in_flight)),
+        channel_(MakeChannel(endpoint)),
+        stub_(pb::Messenger::NewStub(channel_)),
+        sessions_(new IdleSession[users_.size()]) {
+    for (std::size_t i = 0; i < users_.size(); ++i) {
+      IdleSession& session = sessions_[i];
+      for (int e = 0; e < IdleEvent::kCount; ++e) {
+        session.events[e] = IdleEvent{&session, static_cast<IdleEvent::Kind>(e)};
+      }
+      session.index = i;
+    }
+    thread_ = std::thread([this] { Loop(); });
+  }
+
+  IdleChannel(const IdleChannel&) = delete;
+  IdleChannel& operator=(const IdleChannel&) = delete;
+
+  // Cancels every call and waits until the queue has returned all of them.
+  ~IdleChannel() {
+    closing_.store(true);
+    thread_.join();
+  }
+
+  int established() const { return established_.load(); }
+  int lost() const { return lost_.load(); }
+  bool failed() const { return failed_.load(); }
+  Status failure() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return failure_;
+  }
+
+ private:
+  struct IdleSession;
+  struct IdleEvent {
+    enum Kind { kLogin, kStarted, kHeaders, kRead, kFinished, kCount };
+    IdleSession* session = nullptr;
+    Kind kind = kLogin;
+  };
+  enum class State { kNew, kLoggingIn, kSubscribing, kOpen, kEnded };
+  struct IdleSession {
+    std::size_t index = 0;  // In users_.
+    State state = State::kNew;
+    std::unique_ptr<grpc::ClientContext> login_context;
+    pb::LoginResponse login_response;
+    grpc::Status login_status;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<pb::LoginResponse>> login;
+    grpc::ClientContext subscribe_context;
+    std::unique_ptr<grpc::ClientAsyncReader<pb::ServerPush>> subscribe;
+    pb::ServerPush push;
+    grpc::Status subscribe_status;
+    IdleEvent events[IdleEvent::kCount];
+  };
+
+  void Fail(Status status) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!failed_.exchange(true)) failure_ = std::move(status);
+  }
+
+  void StartLogin(IdleSession& session) {
+    pb::LoginRequest request;
+    request.set_username(users_[session.index]);
+    request.set_password(password_);
+    session.login_context = std::make_unique<grpc::ClientContext>();
+    SetDeadline(*session.login_context);
+    session.login = stub_->PrepareAsyncLogin(session.login_context.get(), request, &cq_);
+    session.login->StartCall();
+    session.login->Finish(&session.login_response, &session.login_status,
+                          &session.events[IdleEvent::kLogin]);
+    session.state = State::kLoggingIn;
+    ++outstanding_;
+  }
+
+  // The stream is over (or never started): collect its status.
+  void Finish(IdleSession& session) {
+    session.state = State::kEnded;
+    session.subscribe->Finish(&session.subscribe_status, &session.events[IdleEvent::kFinished]);
+    ++outstanding_;
+  }
+
+  void OnEvent(const IdleEvent& event, bool ok, bool closing) {
+    IdleSession& session = *event.session;
+    const std::string& user = users_[session.index];
+    switch (event.kind) {
+      case IdleEvent::kLogin: {
+        --pending_;
+        if (!ok || !session.login_status.ok() || closing) {
+          // Once closing, a session that has just logged in is not subscribed any more: nothing
+          // would cancel its stream. The server ends it at its login timeout.
+          session.state = State::kEnded;
+          if (!closing) {
+            Fail(RpcFailure("Login " + user, session.login_status, *session.login_context));
+          }
+        } else {
+          ++pending_;
+          session.subscribe_context.AddMetadata("authorization",
+                                                "Bearer " + session.login_response.session_token());
+          session.subscribe = stub_->PrepareAsyncSubscribe(&session.subscribe_context,
+                                                           pb::SubscribeRequest(), &cq_);
+          session.subscribe->StartCall(&session.events[IdleEvent::kStarted]);
+          session.state = State::kSubscribing;
+          ++outstanding_;
+        }
+        session.login.reset();
+        session.login_context.reset();
+        session.login_response.Clear();
+        return;
+      }
+      case IdleEvent::kStarted:
+        if (!ok) {
+          --pending_;
+          if (!closing) Fail(Failure("Subscribe of " + user + " did not start"));
+          Finish(session);
+          return;
+        }
+        session.subscribe->ReadInitialMetadata(&session.events[IdleEvent::kHeaders]);
+        ++outstanding_;
+        return;
+      case IdleEvent::kHeaders:
+        --pending_;
+        if (!ok) {
+          if (!closing) Fail(Failure("Subscribe of " + user + " was not accepted"));
+          Finish(session);
+          return;
+        }
+        session.state = State::kOpen;
+        ++established_;
+        session.subscribe->Read(&session.push, &session.events[IdleEvent::kRead]);
+        ++outstanding_;
+        return;
+      case IdleEvent::kRead:
+        if (ok) {
+          // An idle session receives nothing; a push here is its SESSION_ENDED (or a stray
+          // message): either way it no longer counts as idle.
+          if (session.state == State::kOpen && !closing) ++lost_;
+          session.state = State::kEnded;
+          session.subscribe->Read(&session.push, &session.events[IdleEvent::kRead]);
+          ++outstanding_;
+        } else {
+          if (session.state == State::kOpen && !closing) ++lost_;
+          Finish(session);
+        }
+        return;
+      case IdleEvent::kFinished:
+      case IdleEvent::kCount:
+        return;
+    }
+  }
+
+  void Loop() {
+    const std::size_t count = users_.size();
+    std::size_t next = 0;
+    bool cancelled = false;
+    for (;;) {
+      const bool closing = closing_.load() || failed_.load();
+      while (!closing && next < count && pending_ < in_flight_) {
+        StartLogin(sessions_[next++]);
+        ++pending_;
+      }
+      if (closing && !cancelled) {
+        cancelled = true;
+        for (std::size_t i = 0; i < next; ++i) {
+          IdleSession& session = sessions_[i];
+          if (session.login_context) session.login_context->TryCancel();
+          if (session.subscribe) session.subscribe_context.TryCancel();
+        }
+      }
+      if (closing && outstanding_ == 0) break;
+      void* tag = nullptr;
+      bool ok = false;
+      if (cq_.AsyncNext(&tag, &ok, std::chrono::system_clock::now() + kPollInterval) !=
+          grpc::CompletionQueue::GOT_EVENT) {
+        continue;
+      }
+      --outstanding_;
+      OnEvent(*static_cast<IdleEvent*>(tag), ok, cancelled);
+    }
+    cq_.Shutdown();
+    void* tag = nullptr;
+    bool ok = false;
+    while (cq_.Next(&tag, &ok)) {
+    }
+  }
+
+  const std::vector<std::string> users_;
+  const std::string password_;
+  const int in_flight_;  // Sessions being set up at once.
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<pb::Messenger::Stub> stub_;
+  grpc::CompletionQueue cq_;
+  std::unique_ptr<IdleSession[]> sessions_;
+  // Owned by the thread.
+  int pending_ = 0;      // Sessions logging in or subscribing.
+  int outstanding_ = 0;  // Tags the queue still owes.
+  std::atomic<int> established_{0};
+  std::atomic<int> lost_{0};
+  std::atomic<bool> closing_{false};
+  std::atomic<bool> failed_{false};
+  mutable std::mutex mutex_;
+  Status failure_;
+  std::thread thread_;
+};
+
+class GrpcIdleSessions final : public IdleSessions {
+ public:
+  int CountLost() override {
+    int lost = 0;
+    for (const auto& channel : channels_) lost += channel->lost();
+    return lost;
+  }
+  int source_addresses() const override { return 1; }
+
+  std::vector<std::unique_ptr<IdleChannel>> channels_;
+};
+
+// How long the idle sessions may go without one more being established.
+constexpr auto kIdleStallTimeout = std::chrono::seconds(60);
+
 class GrpcTransport final : public Transport {
  public:
   GrpcTransport(Endpoint endpoint, std::size_t text_bytes)
@@ -307,6 +539,38 @@ class GrpcTransport final : public Transport {
     Status s = Drainer(spec, control, result);
     if (!s.ok()) control.Fail(s);
     return s;
+  }
+
+  Result<std::unique_ptr<IdleSessions>> OpenIdleSessions(const IdleSpec& spec) override {
+    const std::size_t count = spec.users.size();
+    const std::size_t channels = std::clamp<std::size_t>(count, 1, kIdleChannels);
+    const int per_channel = std::max(1, std::max(1, spec.parallelism) / static_cast<int>(channels));
+    auto sessions = std::make_unique<GrpcIdleSessions>();
+    for (std::size_t c = 0; c < channels; ++c) {
+      std::vector<std::string> users;
+      for (std::size_t i = c; i < count; i += channels) users.push_back(spec.users[i]);
+      sessions->channels_.push_back(
+          std::make_unique<IdleChannel>(endpoint_, std::move(users), spec.password, per_channel));
+    }
+    int last = -1;
+    auto last_progress = SteadyClock::now();
+    for (;;) {
+      int established = 0;
+      for (const auto& channel : sessions->channels_) {
+        if (channel->failed()) return channel->failure();
+        established += channel->established();
+      }
+      if (established == static_cast<int>(count)) break;
+      if (established != last) {
+        last = established;
+        last_progress = SteadyClock::now();
+      } else if (SteadyClock::now() - last_progress > kIdleStallTimeout) {
+        return Failure("idle sessions: " + std::to_string(established) + " of " +
+                       std::to_string(count) + " established, no progress for 60 s");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return std::unique_ptr<IdleSessions>(std::move(sessions));
   }
 
  private:

@@ -2,12 +2,14 @@
 // docs/PERFORMANCE.md for the method and `messenger_bench --help` for the options.
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <random>
@@ -37,8 +39,24 @@ constexpr int kDrainFillers = 50;
 constexpr int kDrainFillDepth = 4;
 // How long workers get to connect and log in.
 constexpr auto kSetupTimeout = std::chrono::seconds(60);
+// poco_messenger's ceiling for --max-connections; gRPC sessions have the same limit.
+constexpr int kServerMaxConnections = 10'000;
+// What a started poco_messenger needs of the descriptor limit it inherits: two per wire
+// connection (its socket and a wakeup eventfd) and a reserve; it serves no more than that allows.
+constexpr rlim_t kServerDescriptorsPerConnection = 2;
+constexpr rlim_t kServerReservedDescriptors = 64;
+// idle-scale: connections creating accounts at once, and idle sessions logging in at once. The
+// server hashes passwords on at most one thread per core, so more would only queue there.
+constexpr int kSetupParallelism = 16;
+// idle-scale: the offered rate of the live load unless --rate is given.
+constexpr double kIdleScaleDefaultRate = 500;
+// idle-scale: the started server's idle timeout (its maximum), so that no idle session is closed
+// during a run however long the logins take.
+constexpr char kIdleScaleIdleTimeout[] = "86400";
+// Descriptors the tool keeps beyond one per connection (standard streams, gRPC, pipes).
+constexpr rlim_t kSpareDescriptors = 256;
 
-enum class Workload { kDurableSend, kLive, kPipelined, kDrain };
+enum class Workload { kDurableSend, kLive, kPipelined, kDrain, kIdleScale };
 
 struct Options {
   std::string transport = "wire";
@@ -49,7 +67,11 @@ struct Options {
   double duration_s = 10;
   double warmup_s = 2;
   double rate = 0;
+  bool rate_given = false;
   std::uint64_t messages = 20'000;
+  int idle = 10'000;
+  bool idle_given = false;
+  int idle_per_address = 0;  // 0: half the ephemeral port range (see IdleSpec).
   std::size_t text_bytes = 64;
   std::optional<Endpoint> connect;
   std::optional<Endpoint> grpc_connect;
@@ -74,6 +96,11 @@ Workloads (--workload):
   drain         --messages N queued for one user (filled by up to 50 senders), then fetched
                 in pages of 50 and ACKed with --depth FETCHes in flight: messages per second of
                 the drain alone.
+  idle-scale    --idle N logged-in sessions held without traffic (gRPC: each with its Subscribe
+                stream open) plus a live load of C/2 pairs at --rate (default 500) messages per
+                second in all: server RSS per idle session and SEND -> DELIVER latency while
+                they are held. A started server serves at most 10000 connections in all, so
+                without --idle N is lowered to 10000 - C.
 
 Options:
   --transport wire|grpc      protocol to speak [wire]
@@ -82,8 +109,12 @@ Options:
   --depth D                  requests in flight per connection: pipelined, drain [16]
   --duration S               measured seconds [10]
   --warmup S                 seconds of load before measuring [2]
-  --rate R                   live/pipelined: offered messages per second in all; 0 = saturate [0]
+  --rate R                   live/pipelined/idle-scale: offered messages per second in all;
+                             0 = saturate [0; idle-scale 500]
   --messages N               drain: messages to queue and drain [20000]
+  --idle N                   idle-scale: idle sessions [10000]
+  --idle-per-address K       idle-scale, wire: idle connections per local address; beyond it
+                             they come from 127.0.0.2, 127.0.0.3, ... [half the ephemeral ports]
   --text-bytes B             bytes per message text, 16..4096 (a timestamp fills the first 16) [64]
   --connect HOST:PORT        use a running server's wire port instead of starting one
   --grpc-connect HOST:PORT   use a running server's gRPC port instead of starting one
@@ -96,8 +127,10 @@ Options:
   --help                     show this help
 
 A started server runs with --password-cost test --send-rate 0 --max-queued 10000000
---log-level warning and enough --max-connections; a running one needs --send-rate 0 and a
---max-queued large enough for the run. Bytes per message are the loopback interface's bytes
+--log-level warning and enough --max-connections (idle-scale: also --idle-timeout 86400); a
+running one needs --send-rate 0 and a --max-queued large enough for the run. The tool raises its
+descriptor limit to the hard limit (and the hard limit too when it may, for idle-scale), which a
+started server inherits. Bytes per message are the loopback interface's bytes
 (TCP/IP headers included) over the measured phase divided by the messages counted, so run
 nothing else on loopback meanwhile; app_bytes_per_message counts protocol bytes (wire only).
 )";
@@ -170,8 +203,10 @@ Result<Options> ParseOptions(int argc, char** argv) {
         options.workload = Workload::kPipelined;
       } else if (value == "drain") {
         options.workload = Workload::kDrain;
+      } else if (value == "idle-scale") {
+        options.workload = Workload::kIdleScale;
       } else {
-        return bad("durable-send, live, pipelined or drain");
+        return bad("durable-send, live, pipelined, drain or idle-scale");
       }
     } else if (name == "--connections") {
       if (!ParseNumber(value, options.connections) || options.connections < 1 ||
@@ -190,10 +225,20 @@ Result<Options> ParseOptions(int argc, char** argv) {
       if (!ParseSeconds(value, options.warmup_s)) return bad("seconds >= 0");
     } else if (name == "--rate") {
       if (!ParseSeconds(value, options.rate)) return bad("messages per second >= 0");
+      options.rate_given = true;
     } else if (name == "--messages") {
       if (!ParseNumber(value, options.messages) || options.messages < 1 ||
           options.messages > kMaxQueued) {
         return bad("a number in 1..10000000");
+      }
+    } else if (name == "--idle") {
+      if (!ParseNumber(value, options.idle) || options.idle < 1 || options.idle > 1'000'000) {
+        return bad("a number in 1..1000000");
+      }
+      options.idle_given = true;
+    } else if (name == "--idle-per-address") {
+      if (!ParseNumber(value, options.idle_per_address) || options.idle_per_address < 1) {
+        return bad("a number >= 1");
       }
     } else if (name == "--text-bytes") {
       if (!ParseNumber(value, options.text_bytes) || options.text_bytes < kStampBytes ||
@@ -218,6 +263,9 @@ Result<Options> ParseOptions(int argc, char** argv) {
       return UsageError("unknown option " + name + " (see --help)");
     }
   }
+  if (options.workload == Workload::kIdleScale && !options.rate_given) {
+    options.rate = kIdleScaleDefaultRate;
+  }
   return options;
 }
 
@@ -232,7 +280,9 @@ struct Report {
   std::optional<std::uint64_t> loopback_bytes;
   std::optional<std::uint64_t> app_bytes;
   std::optional<std::uint64_t> server_rss;
-  std::string note;  // One extra line for the table.
+  std::optional<int> idle_sessions;                  // idle-scale only.
+  std::optional<double> rss_per_idle_session_bytes;  // idle-scale with a started server.
+  std::string note;                                  // One extra line for the table.
 };
 
 // Account names unique to this run, so a long-running server can be reused.
@@ -272,6 +322,10 @@ bool SleepUnlessFailed(const RunControl& control, double seconds) {
   return !control.failed();
 }
 
+double SecondsSince(SteadyClock::time_point start) {
+  return std::chrono::duration<double>(SteadyClock::now() - start).count();
+}
+
 bool WaitReady(const RunControl& control, int workers) {
   const auto deadline = SteadyClock::now() + kSetupTimeout;
   while (control.ready() < workers) {
@@ -302,6 +356,8 @@ class Bench {
         return RunLive(options_.depth);
       case Workload::kDrain:
         return RunDrain();
+      case Workload::kIdleScale:
+        return RunIdleScale();
     }
     return UsageError("unknown workload");
   }
@@ -379,18 +435,56 @@ class Bench {
     return report;
   }
 
-  Result<Report> RunLive(int depth) {
-    const int pairs = std::max(1, options_.connections / 2);
+  int Pairs() const { return std::max(1, options_.connections / 2); }
+
+  // The accounts of the live pairs: senders s<i>, receivers r<i>.
+  std::vector<std::string> PairAccounts() const {
     std::vector<std::string> accounts;
-    for (int i = 0; i < pairs; ++i) {
+    for (int i = 0; i < Pairs(); ++i) {
       accounts.push_back(names_.Make("s", i));
       accounts.push_back(names_.Make("r", i));
     }
+    return accounts;
+  }
+
+  // Creates `accounts` over up to `connections` connections at once (each creates a contiguous
+  // share in order), so that their commits can share the store's group commits.
+  Status CreateAccountsInParallel(const std::vector<std::string>& accounts, int connections) {
+    const std::size_t parallel =
+        std::clamp<std::size_t>(static_cast<std::size_t>(connections), 1, accounts.size());
+    const std::size_t share = (accounts.size() + parallel - 1) / parallel;
+    std::vector<Status> results(parallel);
+    std::vector<std::thread> threads;
+    for (std::size_t t = 0; t < parallel; ++t) {
+      threads.emplace_back([this, t, share, &accounts, &results] {
+        const std::size_t begin = std::min(accounts.size(), t * share);
+        const std::size_t end = std::min(accounts.size(), begin + share);
+        const std::vector<std::string> mine(accounts.begin() + static_cast<std::ptrdiff_t>(begin),
+                                            accounts.begin() + static_cast<std::ptrdiff_t>(end));
+        if (!mine.empty()) results[t] = transport_.CreateAccounts(mine, kPassword);
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    for (const Status& s : results) {
+      if (!s.ok()) return s;
+    }
+    return Status::Ok();
+  }
+
+  Result<Report> RunLive(int depth) {
+    const std::vector<std::string> accounts = PairAccounts();
     Progress("creating " + std::to_string(accounts.size()) + " accounts");
     if (Status s = transport_.CreateAccounts(accounts, kPassword); !s.ok()) return s;
+    Report report;
+    if (Status s = RunPairs(depth, report); !s.ok()) return s;
+    return report;
+  }
+
+  // Runs the live pairs (their accounts exist) and fills `report` with what they measured.
+  Status RunPairs(int depth, Report& report) {
+    const int pairs = Pairs();
     // Receivers first in the list, so that they are logged in before any SEND leaves.
     std::vector<WorkerStats> stats(static_cast<std::size_t>(2 * pairs));
-    Report report;
     report.connections = 2 * pairs;
     report.depth = depth;
     const double per_sender = options_.rate / pairs;
@@ -421,6 +515,58 @@ class Bench {
     if (options_.transport == "wire") report.app_bytes = app;
     report.note =
         "latency: SEND -> DELIVER; SEND_OK received while measuring: " + std::to_string(accepted);
+    return Status::Ok();
+  }
+
+  Result<Report> RunIdleScale() {
+    const int idle = options_.idle;
+    std::vector<std::string> accounts = PairAccounts();
+    IdleSpec spec;
+    spec.password = kPassword;
+    spec.parallelism = kSetupParallelism;
+    spec.per_source_address = options_.idle_per_address;
+    for (int i = 0; i < idle; ++i) spec.users.push_back(names_.Make("i", i));
+    accounts.insert(accounts.end(), spec.users.begin(), spec.users.end());
+    Progress("creating " + std::to_string(accounts.size()) + " accounts, " +
+             std::to_string(kSetupParallelism) + " connections at once");
+    const auto create_start = SteadyClock::now();
+    if (Status s = CreateAccountsInParallel(accounts, kSetupParallelism); !s.ok()) return s;
+    const double create_seconds = SecondsSince(create_start);
+
+    // The server's memory with every account stored but no session yet.
+    const auto rss_before = Rss();
+    Progress("logging in " + std::to_string(idle) + " idle sessions, " +
+             std::to_string(kSetupParallelism) + " at once");
+    const auto login_start = SteadyClock::now();
+    Result<std::unique_ptr<IdleSessions>> held = transport_.OpenIdleSessions(spec);
+    if (!held.ok()) return held.status();
+    const double login_seconds = SecondsSince(login_start);
+    const auto rss_after = Rss();
+
+    Report report;
+    report.idle_sessions = idle;
+    Status s = RunPairs(1, report);
+    const int lost = (*held)->CountLost();
+    const int addresses = (*held)->source_addresses();
+    held->reset();  // Ends the idle sessions before the server is stopped.
+    if (!s.ok()) return s;
+    if (lost > 0) {
+      return Status(ErrorCode::kInternal, std::to_string(lost) + " of " + std::to_string(idle) +
+                                              " idle sessions ended or got a push during the run");
+    }
+    if (const auto grown = Minus(rss_after, rss_before)) {
+      report.rss_per_idle_session_bytes = static_cast<double>(*grown) / idle;
+    }
+    const auto mib = [](std::optional<std::uint64_t> bytes) {
+      return bytes ? Fixed(static_cast<double>(*bytes) / (1024.0 * 1024.0), 1) + " MiB"
+                   : std::string("-");
+    };
+    report.note += "; accounts created in " + Fixed(create_seconds, 1) + " s; " +
+                   std::to_string(idle) + " idle sessions (from " + std::to_string(addresses) +
+                   " local address" + (addresses == 1 ? "" : "es") + ") logged in in " +
+                   Fixed(login_seconds, 1) + " s (" + Fixed(idle / login_seconds, 0) +
+                   "/s); server RSS " + mib(rss_before) + " before them, " + mib(rss_after) +
+                   " after";
     return report;
   }
 
@@ -532,7 +678,7 @@ void PrintReport(const Options& options, const Report& report) {
   row("connections", std::to_string(report.connections));
   row("depth", std::to_string(report.depth));
   if (options.workload == Workload::kLive || options.workload == Workload::kPipelined ||
-      options.workload == Workload::kDurableSend) {
+      options.workload == Workload::kDurableSend || options.workload == Workload::kIdleScale) {
     row("offered rate", options.rate > 0 ? Fixed(options.rate, 0) + " msgs/s" : "saturating");
   }
   row("text bytes", std::to_string(options.text_bytes));
@@ -545,6 +691,10 @@ void PrintReport(const Options& options, const Report& report) {
   row("bytes/msg (loopback)", or_dash(per_message, 1, ""));
   row("bytes/msg (protocol)", or_dash(app_per_message, 1, ""));
   row("server RSS", rss ? Fixed(*rss / (1024.0 * 1024.0), 1) + " MiB" : "-");
+  if (report.idle_sessions) {
+    row("idle sessions", std::to_string(*report.idle_sessions));
+    row("RSS per idle session", or_dash(report.rss_per_idle_session_bytes, 0, " bytes"));
+  }
   if (!report.note.empty()) row("note", report.note);
   std::fflush(stdout);
 
@@ -559,13 +709,44 @@ void PrintReport(const Options& options, const Report& report) {
        << ",\"bytes_per_message\":" << JsonNumberOrNull(per_message, 1)
        << ",\"app_bytes_per_message\":" << JsonNumberOrNull(app_per_message, 1)
        << ",\"server_rss_bytes\":"
-       << (report.server_rss ? std::to_string(*report.server_rss) : std::string("null")) << "}";
+       << (report.server_rss ? std::to_string(*report.server_rss) : std::string("null"))
+       << ",\"idle_sessions\":"
+       << (report.idle_sessions ? std::to_string(*report.idle_sessions) : std::string("null"))
+       << ",\"rss_per_idle_session_bytes\":"
+       << JsonNumberOrNull(report.rss_per_idle_session_bytes, 0) << "}";
   std::printf("%s\n", json.str().c_str());
   std::fflush(stdout);
 }
 
 bool IsLoopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
+}
+
+// Raises this process's descriptor limit to `needed` (the hard limit too, if privileged), or at
+// least its soft limit to the hard one. A server started afterwards inherits the limit. Returns
+// the soft limit now in force.
+rlim_t RaiseDescriptorLimit(rlim_t needed) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < needed) {
+    const rlimit raised{needed, needed};
+    if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) return needed;
+  }
+  if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) (void)::getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  return limit.rlim_cur;
+}
+
+// Half the ephemeral port range: the idle connections from one local address leave the other
+// half to everything else that connects meanwhile.
+int HalfTheEphemeralPorts() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 0;
+  int high = 0;
+  if (!(in >> low >> high) || high <= low) return 10'000;
+  return (high - low + 1) / 2;
 }
 
 // A private directory for the started server's database and log.
@@ -592,6 +773,48 @@ int Main(int argc, char** argv) {
   Options options = std::move(*parsed);
   const bool grpc = options.transport == "grpc";
   std::optional<Endpoint> target = grpc ? options.grpc_connect : options.connect;
+  const bool idle_scale = options.workload == Workload::kIdleScale;
+  const int live_connections = 2 * std::max(1, options.connections / 2);
+  // Each wire session holds a descriptor here and, in a started server, two there.
+  const auto connections = static_cast<rlim_t>((idle_scale ? options.idle : 0) +
+                                               2 * options.connections + kDrainFillers);
+  const rlim_t descriptors =
+      RaiseDescriptorLimit(kServerDescriptorsPerConnection * connections + kSpareDescriptors);
+  if (idle_scale && !target) {
+    // Sessions a started server can hold at once.
+    int capacity = kServerMaxConnections;
+    if (!grpc && descriptors < kServerReservedDescriptors +
+                                   kServerDescriptorsPerConnection * kServerMaxConnections) {
+      capacity = descriptors > kServerReservedDescriptors
+                     ? static_cast<int>((descriptors - kServerReservedDescriptors) /
+                                        kServerDescriptorsPerConnection)
+                     : 0;
+    }
+    if (options.idle + live_connections > capacity) {
+      const std::string why = std::to_string(capacity) + " sessions at most" +
+                              (capacity < kServerMaxConnections
+                                   ? " (descriptor limit " + std::to_string(descriptors) + ")"
+                                   : std::string());
+      if (options.idle_given) {
+        std::cerr << "messenger_bench: " << options.idle << " idle + " << live_connections
+                  << " live sessions exceed what a started server can serve: " << why
+                  << "; use --idle " << capacity - live_connections << " or fewer\n";
+        return 2;
+      }
+      options.idle = capacity - live_connections;
+      Progress("idle sessions lowered to " + std::to_string(options.idle) + ": the server serves " +
+               why);
+    }
+  }
+  if (idle_scale && !grpc && descriptors < connections + kSpareDescriptors) {
+    std::cerr << "messenger_bench: " << connections << " connections need about "
+              << connections + kSpareDescriptors << " descriptors but the limit is " << descriptors
+              << " (ulimit -n)\n";
+    return 2;
+  }
+  if (idle_scale && options.idle_per_address == 0) {
+    options.idle_per_address = HalfTheEphemeralPorts();
+  }
 
   ServerProcess server;
   bool started = false;
@@ -603,12 +826,20 @@ int Main(int argc, char** argv) {
       return 1;
     }
     dir = *made;
-    const int max_connections = std::clamp(2 * options.connections + kDrainFillers + 16, 64, 10000);
+    const int wanted = idle_scale ? options.idle + live_connections + kSetupParallelism
+                                  : 2 * options.connections + kDrainFillers + 16;
+    const int max_connections = std::clamp(wanted, 64, kServerMaxConnections);
     std::vector<std::string> args = {"--password-cost",   "test",
                                      "--send-rate",       "0",
                                      "--max-queued",      std::to_string(kMaxQueued),
                                      "--max-connections", std::to_string(max_connections),
                                      "--log-level",       "warning"};
+    const bool idle_timeout_given =
+        std::any_of(options.server_args.begin(), options.server_args.end(),
+                    [](const std::string& arg) { return arg.rfind("--idle-timeout", 0) == 0; });
+    if (idle_scale && !idle_timeout_given) {
+      args.insert(args.end(), {"--idle-timeout", kIdleScaleIdleTimeout});
+    }
     args.insert(args.end(), options.server_args.begin(), options.server_args.end());
     Progress("starting the server (database in " + dir.string() + ")");
     const Status s = options.server_command.empty()

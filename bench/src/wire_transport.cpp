@@ -1,6 +1,7 @@
 // The wire transport: blocking sockets, one thread per connection. Requests are batched into one
 // write() per window refill and responses are parsed in place from a reused buffer, so a worker
 // makes no allocation and few system calls per message.
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -8,8 +9,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -26,6 +29,10 @@ namespace {
 constexpr int kReadTimeoutMs = 100;
 // How long a setup request (HELLO, CREATE_ACCOUNT, LOGIN) may take.
 constexpr auto kSetupTimeout = std::chrono::seconds(30);
+// Receive buffer of a worker: a read takes whatever has arrived, up to this much at once.
+constexpr std::size_t kWorkerBufferBytes = 256 * 1024;
+// Receive buffer of a connection that only logs in and then idles: thousands of them are held.
+constexpr std::size_t kIdleBufferBytes = 1024;
 
 Status Failure(std::string message) { return Status(ErrorCode::kInternal, std::move(message)); }
 
@@ -38,14 +45,24 @@ std::string DescribeFrame(const FrameView& view) {
 
 class WireConnection {
  public:
-  WireConnection() = default;
+  explicit WireConnection(std::size_t buffer_bytes = kWorkerBufferBytes)
+      : in_(buffer_bytes), read_chunk_(buffer_bytes) {}
   WireConnection(const WireConnection&) = delete;
   WireConnection& operator=(const WireConnection&) = delete;
   ~WireConnection() {
     if (fd_ >= 0) ::close(fd_);
   }
 
-  Status Connect(const Endpoint& endpoint) {
+  // Connects, from the IPv4 address `source` if it is not empty (its port is chosen at connect
+  // time, per destination, thanks to IP_BIND_ADDRESS_NO_PORT).
+  Status Connect(const Endpoint& endpoint, const std::string& source = {}) {
+    sockaddr_in local{};
+    if (!source.empty()) {
+      local.sin_family = AF_INET;
+      if (::inet_pton(AF_INET, source.c_str(), &local.sin_addr) != 1) {
+        return Failure("not an IPv4 address: " + source);
+      }
+    }
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -57,9 +74,18 @@ class WireConnection {
     }
     std::string error = "no address";
     for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+      if (!source.empty() && a->ai_family != AF_INET) continue;
       fd_ = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-      if (fd_ < 0) continue;
-      if (::connect(fd_, a->ai_addr, a->ai_addrlen) == 0) break;
+      if (fd_ < 0) {
+        error = std::strerror(errno);
+        continue;
+      }
+      const int one = 1;
+      if (source.empty() ||
+          (::setsockopt(fd_, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one) == 0 &&
+           ::bind(fd_, reinterpret_cast<const sockaddr*>(&local), sizeof local) == 0)) {
+        if (::connect(fd_, a->ai_addr, a->ai_addrlen) == 0) break;
+      }
       error = std::strerror(errno);
       ::close(fd_);
       fd_ = -1;
@@ -94,7 +120,7 @@ class WireConnection {
 
   // One recv() into the frame buffer.
   ReadResult ReadMore() {
-    const std::span<std::uint8_t> space = in_.WriteSpace();
+    const std::span<std::uint8_t> space = in_.WriteSpace(read_chunk_);
     const ssize_t n = ::recv(fd_, space.data(), space.size(), 0);
     if (n > 0) {
       in_.Commit(static_cast<std::size_t>(n));
@@ -130,7 +156,10 @@ class WireConnection {
       FrameView view;
       Status status;
       while (NextFrame(view, status)) {
-        if (view.request_id != request.request_id) continue;
+        // An ERROR with request id 0 concerns the connection (SERVER_BUSY, framing): it ends it.
+        const bool connection_error =
+            view.request_id == 0 && view.type == static_cast<std::uint8_t>(MessageType::kError);
+        if (view.request_id != request.request_id && !connection_error) continue;
         DecodeResult decoded = DecodeFrame(view.frame);
         if (!decoded.status.ok()) return decoded.status;
         return std::move(decoded.message);
@@ -173,13 +202,52 @@ class WireConnection {
   // Bytes moved since the last call.
   std::uint64_t TakeBytes() { return std::exchange(bytes_, 0); }
 
+  // Hands the socket over to the caller, who closes it. REQUIRES: nothing is left unread.
+  int ReleaseFd() { return std::exchange(fd_, -1); }
+
  private:
   int fd_ = -1;
   FrameBuffer in_;
+  std::size_t read_chunk_;
   std::uint32_t next_id_ = 0;
   std::uint64_t bytes_ = 0;
   int read_error_ = 0;
 };
+
+// Idle connections held by their descriptors alone: no thread and no buffer per session.
+class WireIdleSessions final : public IdleSessions {
+ public:
+  explicit WireIdleSessions(std::size_t count) : fds_(count, -1) {}
+  ~WireIdleSessions() override {
+    for (const int fd : fds_) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+
+  int CountLost() override {
+    int lost = 0;
+    for (const int fd : fds_) {
+      // Nothing may be readable: a byte would be a SESSION_ENDED, end of file a closed session.
+      char byte;
+      const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) ++lost;
+    }
+    return lost;
+  }
+
+  int source_addresses() const override { return source_addresses_; }
+
+  std::vector<int> fds_;
+  int source_addresses_ = 1;
+};
+
+// The local address of idle connection `index` (empty: the default one), see IdleSpec.
+std::string SourceAddress(const IdleSpec& spec, const Endpoint& endpoint, std::size_t index) {
+  if (spec.per_source_address <= 0 || endpoint.host.rfind("127.", 0) != 0) return {};
+  const std::size_t block = index / static_cast<std::size_t>(spec.per_source_address);
+  if (block == 0) return {};
+  return "127.0.0." + std::to_string(1 + block);
+}
 
 class WireTransport final : public Transport {
  public:
@@ -215,6 +283,45 @@ class WireTransport final : public Transport {
     Status s = Drainer(spec, control, result);
     if (!s.ok()) control.Fail(s);
     return s;
+  }
+
+  Result<std::unique_ptr<IdleSessions>> OpenIdleSessions(const IdleSpec& spec) override {
+    const std::size_t count = spec.users.size();
+    auto sessions = std::make_unique<WireIdleSessions>(count);
+    if (spec.per_source_address > 0 && count > 0) {
+      const std::size_t per = static_cast<std::size_t>(spec.per_source_address);
+      if ((count - 1) / per + 1 > 253) return Failure("too many idle sessions for 127.0.0.0/24");
+      if (!SourceAddress(spec, endpoint_, count - 1).empty()) {
+        sessions->source_addresses_ = static_cast<int>((count - 1) / per + 1);
+      }
+    }
+    std::atomic<std::size_t> next{0};
+    std::atomic<bool> failed{false};
+    std::mutex mutex;
+    Status first_failure;
+    const auto login = [&] {
+      for (std::size_t i = next++; i < count && !failed.load(); i = next++) {
+        WireConnection connection(kIdleBufferBytes);
+        Status s = connection.Connect(endpoint_, SourceAddress(spec, endpoint_, i));
+        if (s.ok()) s = connection.Login(spec.users[i], spec.password, nullptr);
+        if (!s.ok()) {
+          std::lock_guard<std::mutex> lock(mutex);
+          if (!failed.exchange(true)) {
+            first_failure = Failure("idle session " + std::to_string(i) + ": " + s.message());
+          }
+          return;
+        }
+        sessions->fds_[i] = connection.ReleaseFd();
+      }
+    };
+    std::vector<std::thread> threads;
+    const std::size_t parallel =
+        std::clamp<std::size_t>(static_cast<std::size_t>(std::max(1, spec.parallelism)), 1,
+                                std::max<std::size_t>(1, count));
+    for (std::size_t t = 0; t < parallel; ++t) threads.emplace_back(login);
+    for (std::thread& t : threads) t.join();
+    if (failed.load()) return first_failure;
+    return std::unique_ptr<IdleSessions>(std::move(sessions));
   }
 
  private:

@@ -176,7 +176,9 @@ void TcpConnection::Serve() {
   label_ = "session " + std::to_string(session_id_) + " from " + peer_;
   logger_.information(label_ + ": connected (" + std::to_string(shared_->live()) + " live)");
 
-  Bytes input(kReadChunk);
+  // Not value-initialised: recv() touches only the pages it fills, so an idle connection does not
+  // keep 64 KiB of zeroes resident (about 90 KiB per idle session with them, 10,000 sessions).
+  const std::unique_ptr<std::uint8_t[]> input(new std::uint8_t[kReadChunk]);
   std::size_t input_begin = 0;
   std::size_t input_end = 0;
   Bytes replies;
@@ -205,7 +207,7 @@ void TcpConnection::Serve() {
 
     // Hand buffered input to the session one frame at a time, pausing while output backs up.
     while (session_open && !ending && input_begin < input_end && pending < kPauseReadingBytes) {
-      const std::span<const std::uint8_t> available(input.data() + input_begin,
+      const std::span<const std::uint8_t> available(input.get() + input_begin,
                                                     input_end - input_begin);
       const std::span<const std::uint8_t> chunk = available.first(tap_.BytesToFrameEnd(available));
       input_begin += chunk.size();
@@ -276,7 +278,7 @@ void TcpConnection::Serve() {
       (void)!::read(wake_fd_, &ignored, sizeof ignored);
     }
     if (want_read && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-      const ssize_t n = ::recv(fd_, input.data(), input.size(), 0);
+      const ssize_t n = ::recv(fd_, input.get(), kReadChunk, 0);
       if (n > 0) {
         input_begin = 0;
         input_end = static_cast<std::size_t>(n);
