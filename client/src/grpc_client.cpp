@@ -57,6 +57,9 @@ using Stub = pb::Messenger::Stub;
 
 // The trailer that carries a failed call's protocol error (section 15.3).
 constexpr std::string_view kErrorTrailer = "messenger-error-bin";
+// Channels tried by Connect() when an attempt fails at once (UNAVAILABLE), and the pause between.
+constexpr int kConnectAttempts = 3;
+constexpr milliseconds kConnectRetryPause{50};
 // HTTP/2 keepalive: a ping after this long without traffic, and how long its answer may take.
 // Section 15.2 lets clients ping every 10 s; the server itself pings after 60 s.
 constexpr milliseconds kKeepaliveTime{30000};
@@ -745,15 +748,26 @@ class GrpcClient final : public Client, private SessionEvents {
     // A connection of this client's own, as a wire client has: not shared with other channels
     // of the process, so that Close() and Connect() really end and open one.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    std::shared_ptr<Stub> stub = pb::Messenger::NewStub(
-        grpc::CreateCustomChannel(peer_, grpc::InsecureChannelCredentials(), args));
+    std::shared_ptr<Stub> stub;
     grpc::Status raw;
-    Result<pb::ServerInfo> info = Invoke<pb::ServerInfo>(
-        calls_, *stub, "", options_.connect_timeout, "GetServerInfo", peer_,
-        [](Stub& s, grpc::ClientContext* context, pb::ServerInfo* response) {
-          return s.GetServerInfo(context, pb::GetServerInfoRequest(), response);
-        },
-        &raw);
+    Result<pb::ServerInfo> info = Status(ErrorCode::kInternal, "not attempted");
+    // A first connection attempt can fail at once even though the server listens (seen under
+    // load with ASan); gRPC then fails the call without waiting. A fresh channel gets another
+    // attempt; a port where nothing listens still fails within a fraction of a second.
+    for (int attempt = 1; attempt <= kConnectAttempts; ++attempt) {
+      if (attempt > 1) std::this_thread::sleep_for(kConnectRetryPause);
+      stub = pb::Messenger::NewStub(
+          grpc::CreateCustomChannel(peer_, grpc::InsecureChannelCredentials(), args));
+      info = Invoke<pb::ServerInfo>(
+          calls_, *stub, "", options_.connect_timeout, "GetServerInfo", peer_,
+          [](Stub& s, grpc::ClientContext* context, pb::ServerInfo* response) {
+            return s.GetServerInfo(context, pb::GetServerInfoRequest(), response);
+          },
+          &raw);
+      if (info.ok() || raw.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+      std::lock_guard lock(mu_);
+      if (closed_) break;
+    }
     if (!info.ok()) {
       const Status& status = info.status();
       if (status.code() == ErrorCode::kTimeout) {
