@@ -233,7 +233,9 @@ TEST_F(HostileTest, KilledAtRandomMomentsTheServerLosesNothingAnsweredAndStoresN
   // online0 is logged in during the rounds; offline1 and offline2 only at the end.
   const std::vector<std::string> recipients = {"online0", "offline1", "offline2"};
   const std::filesystem::path db = dir_ / "messenger.db";
-  const std::map<std::string, std::string> options = {{"send-rate", "0"}};
+  // No rate limit and no queue cap in reach: the senders go as fast as the store lets them.
+  const std::map<std::string, std::string> options = {{"send-rate", "0"},
+                                                      {"max-queued", "10000000"}};
 
   {
     ServerProcess& setup = NewServer();
@@ -332,7 +334,9 @@ TEST_F(HostileTest, KilledAtRandomMomentsTheServerLosesNothingAnsweredAndStoresN
 TEST_F(HostileTest, SigtermUnderLoadDrainsCommitsAndExitsCleanly) {
   const std::vector<std::string> senders = {"sender0", "sender1", "sender2", "sender3"};
   const std::vector<std::string> recipients = {"offline0", "offline1"};
-  const std::map<std::string, std::string> options = {{"send-rate", "0"}};
+  // No rate limit and no queue cap in reach: the senders go as fast as the store lets them.
+  const std::map<std::string, std::string> options = {{"send-rate", "0"},
+                                                      {"max-queued", "10000000"}};
   ServerProcess& server = NewServer();
   ASSERT_TRUE(server.Start(options));
   {

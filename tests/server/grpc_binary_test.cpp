@@ -62,6 +62,8 @@ class GrpcClient {
   std::unique_ptr<grpc::ClientContext> Context() const {
     auto context = std::make_unique<grpc::ClientContext>();
     context->set_deadline(std::chrono::system_clock::now() + seconds(10));
+    // Wait for the channel to connect rather than fail on a first attempt that did not.
+    context->set_wait_for_ready(true);
     if (!token_.empty()) context->AddMetadata("authorization", "Bearer " + token_);
     return context;
   }

@@ -56,6 +56,8 @@ class GrpcFrontDoorTest : public ::testing::Test {
   static std::unique_ptr<grpc::ClientContext> Context(const std::string& token = "") {
     auto context = std::make_unique<grpc::ClientContext>();
     context->set_deadline(std::chrono::system_clock::now() + seconds(10));
+    // Wait for the channel to connect rather than fail on a first attempt that did not.
+    context->set_wait_for_ready(true);
     if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
     return context;
   }
