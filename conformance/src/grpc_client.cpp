@@ -384,7 +384,10 @@ void GrpcClient::ReadPushes(PushStream& stream) {
     const grpc::StatusCode expected = *ended == v1::END_REASON_SLOW_CONSUMER
                                           ? grpc::StatusCode::RESOURCE_EXHAUSTED
                                           : grpc::StatusCode::OK;
-    if (status.error_code() != expected) {
+    // The connection may be lost between session_ended and the stream's status (a server
+    // killed right after a LOGOUT): that is a crash, not a departure from section 15.2.
+    const bool connection_lost = status.error_code() == grpc::StatusCode::UNAVAILABLE;
+    if (status.error_code() != expected && !connection_lost) {
       Post(Unmatchable("the Subscribe stream finished with status " + ShowStatus(status) +
                        " after session_ended reason=" + EndReasonName(*ended) +
                        "; section 15.2 says " + GrpcStatusName(expected)));
