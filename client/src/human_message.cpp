@@ -98,6 +98,8 @@ std::string HumanMessage(const Status& status) {
       return "Lost the connection to the server.";
     case ErrorCode::kTimeout:
       return "The server did not answer in time.";
+    case ErrorCode::kTlsFailed:
+      return "Could not set up a secure connection to the server.";
   }
   return "Something went wrong.";
 }

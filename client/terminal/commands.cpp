@@ -187,6 +187,7 @@ int ExitStatusFor(const Status& status) {
     case ErrorCode::kConnectionFailed:
     case ErrorCode::kDisconnected:
     case ErrorCode::kTimeout:
+    case ErrorCode::kTlsFailed:
     case ErrorCode::kServerBusy:
     case ErrorCode::kUnsupportedVersion:
     case ErrorCode::kFrameTooLarge:

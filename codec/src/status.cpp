@@ -62,6 +62,8 @@ std::string_view ErrorCodeName(ErrorCode code) {
       return "DISCONNECTED";
     case ErrorCode::kTimeout:
       return "TIMEOUT";
+    case ErrorCode::kTlsFailed:
+      return "TLS_FAILED";
   }
   return "UNKNOWN";
 }

@@ -45,6 +45,18 @@ using PushHandler = std::function<bool(const Push&)>;
 inline constexpr std::uint16_t kDefaultWirePort = 5050;
 inline constexpr std::uint16_t kDefaultGrpcPort = 5051;
 
+// TLS towards the server (docs/OPERATIONS.md). Off: plain TCP, for loopback and tests.
+struct TlsClientOptions {
+  bool enabled = false;
+  // PEM file of the CA(s) to trust; empty: the system trust store.
+  std::string ca_file;
+  // The name the server's certificate must carry (and SNI); empty: ClientOptions::host.
+  std::string server_name;
+  // Encrypts but verifies nothing (neither chain nor name): for self-signed development set-ups
+  // only; anyone on the path can impersonate the server.
+  bool insecure = false;
+};
+
 struct ClientOptions {
   std::string host = "127.0.0.1";
   std::uint16_t port = kDefaultWirePort;  // kDefaultGrpcPort for MakeGrpcClient().
@@ -55,6 +67,7 @@ struct ClientOptions {
   // after Close(), nor after SESSION_ENDED TAKEOVER or LOGIN_TIMEOUT.
   bool auto_reconnect = false;
   std::chrono::milliseconds reconnect_max_backoff{10000};
+  TlsClientOptions tls;
 };
 
 class Client {

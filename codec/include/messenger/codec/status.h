@@ -54,6 +54,7 @@ enum class ErrorCode : std::uint16_t {
   kConnectionFailed = 1000,  // Could not connect.
   kDisconnected = 1001,      // The connection ended before the response arrived.
   kTimeout = 1002,           // No response within the request timeout.
+  kTlsFailed = 1003,         // TLS handshake failed or the server's certificate is not trusted.
 };
 
 // Returns true iff `value` is a wire ErrorCode listed above (not kOk, not a local code).
