@@ -12,6 +12,8 @@
 // the one running the application's push handler).
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/security/tls_certificate_verifier.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -20,6 +22,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <fstream>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -27,6 +30,7 @@
 #include <optional>
 #include <random>
 #include <span>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -70,7 +74,73 @@ constexpr milliseconds kCloseAckFlush{1000};
 // First pause before reconnecting; it doubles per failed attempt up to reconnect_max_backoff.
 constexpr milliseconds kInitialBackoff{100};
 
+// The system trust store (Debian's ca-certificates bundle). When it is absent gRPC falls back
+// to the roots it ships.
+constexpr const char* kSystemCaBundle = "/etc/ssl/certs/ca-certificates.crt";
+
 std::string Millis(milliseconds ms) { return std::to_string(ms.count()) + " ms"; }
+
+// The whole of a file; false when it cannot be read.
+bool ReadFile(const std::string& path, std::string& contents) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  contents = buffer.str();
+  return static_cast<bool>(in) || in.eof();
+}
+
+// True iff a failed connection's gRPC message says the TLS handshake or the certificate check
+// failed (gRPC reports both as UNAVAILABLE, as it does a refused connection).
+bool IsTlsFailure(std::string_view message) {
+  for (const std::string_view sign : {"andshake", "Peer name", "certificate", "SSL", "Ssl"}) {
+    if (message.find(sign) != std::string_view::npos) return true;
+  }
+  return false;
+}
+
+// What a gRPC TLS failure message says, in the words of the wire client's errors where gRPC's
+// are known (gRPC prefixes every cause with its connection attempts).
+std::string TlsReason(const std::string& message) {
+  if (message.find("certificate verify failed") != std::string::npos) {
+    return "the server's certificate could not be verified (untrusted, expired or not yet valid)";
+  }
+  const std::size_t peer_name = message.find("Peer name ");
+  if (peer_name != std::string::npos) {
+    return "the server's certificate is not valid for " +
+           message.substr(peer_name + 10, message.find(' ', peer_name + 10) - peer_name - 10);
+  }
+  const std::size_t last = message.rfind("last error: ");
+  return last == std::string::npos ? message : message.substr(last + 12);
+}
+
+// The channel's credentials for `tls`: plaintext when off; otherwise TLS verifying the server's
+// chain against tls.ca_file (or the system trust store) and its name (gRPC checks the target's
+// host, or tls.server_name through `args`); with tls.insecure, TLS that verifies nothing.
+Result<std::shared_ptr<grpc::ChannelCredentials>> MakeCredentials(const TlsClientOptions& tls,
+                                                                  grpc::ChannelArguments& args) {
+  if (!tls.enabled) return grpc::InsecureChannelCredentials();
+  if (!tls.server_name.empty()) {
+    args.SetSslTargetNameOverride(tls.server_name);
+  }
+  if (tls.insecure) {
+    grpc::experimental::TlsChannelCredentialsOptions options;
+    options.set_verify_server_certs(false);
+    options.set_check_call_host(false);
+    options.set_certificate_verifier(
+        std::make_shared<grpc::experimental::NoOpCertificateVerifier>());
+    return grpc::experimental::TlsCredentials(options);
+  }
+  grpc::SslCredentialsOptions options;
+  if (!tls.ca_file.empty()) {
+    if (!ReadFile(tls.ca_file, options.pem_root_certs) || options.pem_root_certs.empty()) {
+      return Status(ErrorCode::kTlsFailed, "cannot read the CA file " + tls.ca_file);
+    }
+  } else {
+    ReadFile(kSystemCaBundle, options.pem_root_certs);  // Empty: gRPC's own roots.
+  }
+  return grpc::SslCredentials(options);
+}
 
 std::string Target(const std::string& host, std::uint16_t port) {
   // An IPv6 literal needs brackets in a gRPC target, as in a URL.
@@ -748,6 +818,9 @@ class GrpcClient final : public Client, private SessionEvents {
     // A connection of this client's own, as a wire client has: not shared with other channels
     // of the process, so that Close() and Connect() really end and open one.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    Result<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+        MakeCredentials(options_.tls, args);
+    if (!credentials.ok()) return credentials.status();
     std::shared_ptr<Stub> stub;
     grpc::Status raw;
     Result<pb::ServerInfo> info = Status(ErrorCode::kInternal, "not attempted");
@@ -756,8 +829,7 @@ class GrpcClient final : public Client, private SessionEvents {
     // attempt; a port where nothing listens still fails within a fraction of a second.
     for (int attempt = 1; attempt <= kConnectAttempts; ++attempt) {
       if (attempt > 1) std::this_thread::sleep_for(kConnectRetryPause);
-      stub = pb::Messenger::NewStub(
-          grpc::CreateCustomChannel(peer_, grpc::InsecureChannelCredentials(), args));
+      stub = pb::Messenger::NewStub(grpc::CreateCustomChannel(peer_, *credentials, args));
       info = Invoke<pb::ServerInfo>(
           calls_, *stub, "", options_.connect_timeout, "GetServerInfo", peer_,
           [](Stub& s, grpc::ClientContext* context, pb::ServerInfo* response) {
@@ -779,6 +851,10 @@ class GrpcClient final : public Client, private SessionEvents {
         if (closed_) {  // Close() cancelled the call.
           return Status(ErrorCode::kDisconnected,
                         "the connection to " + peer_ + " was closed while it was being set up");
+        }
+        if (options_.tls.enabled && IsTlsFailure(raw.error_message())) {
+          return Status(ErrorCode::kTlsFailed,
+                        "TLS with " + peer_ + " failed: " + TlsReason(raw.error_message()));
         }
         return Status(ErrorCode::kConnectionFailed,
                       "cannot connect to " + peer_ + ": " + raw.error_message());

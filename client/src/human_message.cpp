@@ -98,8 +98,9 @@ std::string HumanMessage(const Status& status) {
       return "Lost the connection to the server.";
     case ErrorCode::kTimeout:
       return "The server did not answer in time.";
-    case ErrorCode::kTlsFailed:
-      return "Could not set up a secure connection to the server.";
+    case ErrorCode::kTlsFailed:  // The detail is this client's own, e.g. why a certificate failed.
+      return WithDetail("No secure connection to the server", detail,
+                        "Could not set up a secure connection to the server.");
   }
   return "Something went wrong.";
 }

@@ -6,6 +6,9 @@
 // writer that sends queued frames whole and in queue order. So no caller, and never the reader
 // (which sends the ACKs of deliveries), blocks on the socket; and a frame is never interleaved
 // with another. When a connection ends, every request still waiting on it fails at once.
+//
+// With ClientOptions::tls the connection's bytes go through a TlsClientStream (messenger::tls)
+// set up right after the TCP connect, within the connect timeout; the threads stay the same.
 
 #include <Poco/Exception.h>
 #include <Poco/Net/NetException.h>
@@ -41,6 +44,8 @@
 #include "messenger/codec/limits.h"
 #include "messenger/codec/messages.h"
 #include "messenger/codec/status.h"
+#include "messenger/tls/tls_client_stream.h"
+#include "messenger/tls/tls_context.h"
 #include "recent_ids.h"
 
 namespace messenger {
@@ -111,6 +116,86 @@ bool EndsLogin(const Message& request) {
   return deletion != nullptr && deletion->confirm;
 }
 
+// The byte stream under a Connection: the TCP socket itself, or TLS over it. Send may be called
+// by one thread while Receive runs on another; Shutdown from any thread wakes both.
+class Channel {
+ public:
+  virtual ~Channel() = default;
+  // Sends all of `bytes`; with `wait` false only what the socket takes at once. Errors:
+  // kTimeout (the server stopped reading), kDisconnected (with the cause).
+  virtual Status Send(std::span<const std::uint8_t> bytes, bool wait) = 0;
+  // Bytes received (> 0), 0 when the server closed the connection, or kDisconnected.
+  virtual Result<std::size_t> Receive(std::span<std::uint8_t> buffer) = 0;
+  // Ends the connection in both directions; a blocked Receive returns.
+  virtual void Shutdown() = 0;
+};
+
+class PlainChannel final : public Channel {
+ public:
+  explicit PlainChannel(const Poco::Net::StreamSocket& socket) : socket_(socket) {}
+
+  Status Send(std::span<const std::uint8_t> bytes, bool wait) override {
+    std::size_t sent = 0;
+    try {
+      while (sent < bytes.size()) {
+        const int chunk = static_cast<int>(std::min<std::size_t>(bytes.size() - sent, INT_MAX));
+        // MSG_NOSIGNAL: a peer that has gone must be an error here, not a SIGPIPE.
+        const int n =
+            socket_.sendBytes(bytes.data() + sent, chunk, MSG_NOSIGNAL | (wait ? 0 : MSG_DONTWAIT));
+        if (n <= 0) throw Poco::IOException("the socket accepted no bytes");
+        sent += static_cast<std::size_t>(n);
+      }
+    } catch (const Poco::TimeoutException& e) {
+      return Status(ErrorCode::kTimeout, e.displayText());
+    } catch (const Poco::Exception& e) {
+      return Status(ErrorCode::kDisconnected, e.displayText());
+    }
+    return Status::Ok();
+  }
+
+  Result<std::size_t> Receive(std::span<std::uint8_t> buffer) override {
+    try {
+      const int n = socket_.receiveBytes(
+          buffer.data(), static_cast<int>(std::min<std::size_t>(buffer.size(), INT_MAX)));
+      return static_cast<std::size_t>(std::max(n, 0));
+    } catch (const Poco::Exception& e) {
+      return Status(ErrorCode::kDisconnected, e.displayText());
+    }
+  }
+
+  void Shutdown() override {
+    try {
+      socket_.shutdown();  // Wakes the reader: its recv() returns 0.
+    } catch (const Poco::Exception&) {
+      // Already reset by the peer: the reader has noticed or will.
+    }
+  }
+
+ private:
+  Poco::Net::StreamSocket socket_;
+};
+
+class TlsChannel final : public Channel {
+ public:
+  // `send_timeout`: how long a Send may wait for a server that does not read.
+  TlsChannel(const Poco::Net::StreamSocket& socket, std::unique_ptr<TlsClientStream> stream,
+             milliseconds send_timeout)
+      : socket_(socket), stream_(std::move(stream)), send_timeout_(send_timeout) {}
+
+  Status Send(std::span<const std::uint8_t> bytes, bool wait) override {
+    return stream_->Send(bytes, wait ? send_timeout_ : milliseconds(0));
+  }
+  Result<std::size_t> Receive(std::span<std::uint8_t> buffer) override {
+    return stream_->Receive(buffer);
+  }
+  void Shutdown() override { stream_->Shutdown(); }
+
+ private:
+  Poco::Net::StreamSocket socket_;  // Owns the descriptor; outlives stream_.
+  std::unique_ptr<TlsClientStream> stream_;
+  const milliseconds send_timeout_;
+};
+
 class Connection;
 
 // What a connection reports to its owner, on the connection's reader thread.
@@ -128,8 +213,8 @@ class ConnectionEvents {
 // Thread-safe; Start() and Join() are called by the owner.
 class Connection {
  public:
-  Connection(std::string peer, const Poco::Net::StreamSocket& socket, ConnectionEvents& events)
-      : peer_(std::move(peer)), socket_(socket), events_(events) {}
+  Connection(std::string peer, std::unique_ptr<Channel> channel, ConnectionEvents& events)
+      : peer_(std::move(peer)), channel_(std::move(channel)), events_(events) {}
 
   ~Connection() {
     Fail(Status(ErrorCode::kDisconnected, "the client closed the connection to " + peer_),
@@ -283,13 +368,7 @@ class Connection {
                   "the server at " + peer_ + " ended the connection with " + cause.ToString());
   }
 
-  void ShutdownSocket() {
-    try {
-      socket_.shutdown();  // Wakes the reader: its recv() returns 0.
-    } catch (const Poco::Exception&) {
-      // Already reset by the peer: the reader has noticed or will.
-    }
-  }
+  void ShutdownSocket() { channel_->Shutdown(); }  // Wakes the reader.
 
   void WriteLoop() {
     Bytes batch;
@@ -303,7 +382,7 @@ class Connection {
           if (!by_client_) return;  // Fail() has shut the socket down.
           lock.unlock();
           // Whatever the kernel takes at once; a close must not wait on a server that stalls.
-          if (!batch.empty()) (void)SendAll(batch, MSG_DONTWAIT);
+          if (!batch.empty()) (void)channel_->Send(batch, /*wait=*/false);
           ShutdownSocket();
           return;
         }
@@ -313,25 +392,16 @@ class Connection {
   }
 
   // Sends all of `bytes`; on failure fails the connection and returns false.
-  bool SendAll(const Bytes& bytes, int flags = 0) {
-    std::size_t sent = 0;
-    try {
-      while (sent < bytes.size()) {
-        const int chunk = static_cast<int>(std::min<std::size_t>(bytes.size() - sent, INT_MAX));
-        // MSG_NOSIGNAL: a peer that has gone must be an error here, not a SIGPIPE.
-        const int n = socket_.sendBytes(bytes.data() + sent, chunk, MSG_NOSIGNAL | flags);
-        if (n <= 0) throw Poco::IOException("the socket accepted no bytes");
-        sent += static_cast<std::size_t>(n);
-      }
-    } catch (const Poco::TimeoutException&) {
+  bool SendAll(const Bytes& bytes) {
+    const Status sent = channel_->Send(bytes, /*wait=*/true);
+    if (sent.ok()) return true;
+    if (sent.code() == ErrorCode::kTimeout) {
       Fail(Status(ErrorCode::kDisconnected,
                   "the server at " + peer_ + " stopped reading; giving up on the connection"));
-      return false;
-    } catch (const Poco::Exception& e) {
-      Fail(Status(ErrorCode::kDisconnected, "cannot send to " + peer_ + ": " + e.displayText()));
-      return false;
+    } else {
+      Fail(Status(ErrorCode::kDisconnected, "cannot send to " + peer_ + ": " + sent.message()));
     }
-    return true;
+    return false;
   }
 
   void ReadLoop() {
@@ -339,19 +409,17 @@ class Connection {
     std::vector<std::uint8_t> buffer(kReadChunk);
     bool open = true;
     while (open) {
-      int n = 0;
-      try {
-        n = socket_.receiveBytes(buffer.data(), static_cast<int>(buffer.size()));
-      } catch (const Poco::Exception& e) {
+      const Result<std::size_t> n = channel_->Receive(buffer);
+      if (!n.ok()) {
         Fail(Status(ErrorCode::kDisconnected,
-                    "lost the connection to " + peer_ + ": " + e.displayText()));
+                    "lost the connection to " + peer_ + ": " + n.status().message()));
         break;
       }
-      if (n <= 0) {
+      if (*n == 0) {
         Fail(Status(ErrorCode::kDisconnected, "the server at " + peer_ + " closed the connection"));
         break;
       }
-      decoder.Feed(std::span<const std::uint8_t>(buffer.data(), static_cast<std::size_t>(n)));
+      decoder.Feed(std::span<const std::uint8_t>(buffer.data(), *n));
       while (open) {
         std::optional<DecodeResult> decoded = decoder.Next();
         if (!decoded) break;
@@ -456,7 +524,7 @@ class Connection {
   }
 
   const std::string peer_;
-  Poco::Net::StreamSocket socket_;
+  const std::unique_ptr<Channel> channel_;
   ConnectionEvents& events_;
 
   std::mutex join_mu_;
@@ -683,9 +751,51 @@ class WireClient final : public Client, private ConnectionEvents {
     credentials_.reset();
   }
 
-  // Opens a TCP connection and performs the handshake, all within connect_timeout.
-  // Errors: kConnectionFailed, kTimeout, the server's ERROR code (kServerBusy,
-  // kUnsupportedVersion, ...).
+  // The name the server's certificate must carry: tls.server_name, else the host.
+  std::string TlsServerName() const {
+    return options_.tls.server_name.empty() ? options_.host : options_.tls.server_name;
+  }
+
+  // "TLS handshake with HOST:PORT" (and the name checked when it is not the host), for errors.
+  std::string TlsWhat() const {
+    std::string what = "TLS handshake with " + peer_;
+    if (!options_.tls.server_name.empty() && options_.tls.server_name != options_.host) {
+      what += " (as '" + options_.tls.server_name + "')";
+    }
+    return what;
+  }
+
+  // Sets up TLS over `socket` within `timeout`. Errors: kTlsFailed (saying what failed and
+  // why), kTimeout. REQUIRES: connect_mu_ is held (the context is made once and kept).
+  Result<std::unique_ptr<Channel>> StartTls(const Poco::Net::StreamSocket& socket,
+                                            milliseconds timeout) {
+    if (!tls_context_) {
+      Result<std::shared_ptr<const TlsClientContext>> context =
+          TlsClientContext::Create(options_.tls.ca_file, options_.tls.insecure);
+      if (!context.ok()) {
+        return Status(ErrorCode::kTlsFailed,
+                      "cannot set up TLS towards " + peer_ + ": " + context.status().message());
+      }
+      tls_context_ = std::move(context).value();
+    }
+    Result<std::unique_ptr<TlsClientStream>> stream =
+        TlsClientStream::Connect(socket.impl()->sockfd(), tls_context_, TlsServerName(), timeout);
+    if (!stream.ok()) {
+      const Status& status = stream.status();
+      if (status.code() == ErrorCode::kTimeout) {
+        return Status(ErrorCode::kTimeout, TlsWhat() + " timed out after " + Millis(timeout) +
+                                               " (is the server speaking TLS on that port?)");
+      }
+      return Status(ErrorCode::kTlsFailed, TlsWhat() + " failed: " + status.message());
+    }
+    const milliseconds send_timeout = std::max(options_.request_timeout, milliseconds(1000));
+    return std::unique_ptr<Channel>(
+        std::make_unique<TlsChannel>(socket, std::move(stream).value(), send_timeout));
+  }
+
+  // Opens a TCP connection, sets up TLS if asked to and performs the handshake, all within
+  // connect_timeout. Errors: kConnectionFailed, kTimeout, kTlsFailed, the server's ERROR code
+  // (kServerBusy, kUnsupportedVersion, ...).
   Result<std::shared_ptr<Connection>> Establish(HelloOk& hello) {
     const auto start = SteadyClock::now();
     const milliseconds timeout = options_.connect_timeout;
@@ -704,12 +814,22 @@ class WireClient final : public Client, private ConnectionEvents {
       return Status(ErrorCode::kConnectionFailed,
                     "cannot connect to " + peer_ + ": " + e.displayText());
     }
-    auto connection =
-        std::make_shared<Connection>(peer_, socket, static_cast<ConnectionEvents&>(*this));
+    const auto left_of_timeout = [&] {
+      return std::max(milliseconds(1), timeout - std::chrono::duration_cast<milliseconds>(
+                                                     SteadyClock::now() - start));
+    };
+    std::unique_ptr<Channel> channel;
+    if (options_.tls.enabled) {
+      Result<std::unique_ptr<Channel>> tls = StartTls(socket, left_of_timeout());
+      if (!tls.ok()) return tls.status();
+      channel = std::move(tls).value();
+    } else {
+      channel = std::make_unique<PlainChannel>(socket);
+    }
+    auto connection = std::make_shared<Connection>(peer_, std::move(channel),
+                                                   static_cast<ConnectionEvents&>(*this));
     if (Status started = connection->Start(); !started.ok()) return started;
-    const milliseconds left =
-        std::max(milliseconds(1),
-                 timeout - std::chrono::duration_cast<milliseconds>(SteadyClock::now() - start));
+    const milliseconds left = left_of_timeout();
     Result<Message> response = connection->Call(Hello{kProtocolVersion}, left);
     if (!response.ok()) {
       const Status& status = response.status();
@@ -846,6 +966,7 @@ class WireClient final : public Client, private ConnectionEvents {
   std::atomic<std::uint64_t> next_nonce_;
 
   std::mutex connect_mu_;  // One connection set up at a time (Connect and reconnection).
+  std::shared_ptr<const TlsClientContext> tls_context_;  // Guarded by connect_mu_; made once.
   mutable std::mutex mu_;
   std::condition_variable reconnect_cv_;
   std::shared_ptr<Connection> connection_;

@@ -225,6 +225,15 @@ OptionsResult ParseOptions(std::span<const std::string> args) {
       yes = true;
       continue;
     }
+    if (arg == "--tls") {
+      options.tls.enabled = true;
+      continue;
+    }
+    if (arg == "--tls-insecure") {
+      options.tls.enabled = true;
+      options.tls.insecure = true;
+      continue;
+    }
     std::string name = arg;
     std::optional<std::string> value;
     if (const std::size_t equals = arg.find('='); equals != std::string::npos) {
@@ -237,8 +246,12 @@ OptionsResult ParseOptions(std::span<const std::string> args) {
           "MESSENGER_PASSWORD or use --password-file FILE, or type it when asked.";
       return result;
     }
+    if (name == "--tls" || name == "--tls-insecure") {
+      result.error = name + " takes no value";
+      return result;
+    }
     if (name != "--host" && name != "--port" && name != "--transport" && name != "--user" &&
-        name != "--password-file") {
+        name != "--password-file" && name != "--ca-file" && name != "--tls-server-name") {
       result.error = "unknown option '" + EscapeForTerminal(arg) + "'";
       return result;
     }
@@ -279,12 +292,32 @@ OptionsResult ParseOptions(std::span<const std::string> args) {
       }
     } else if (name == "--user") {
       options.user = *value;
+    } else if (name == "--ca-file") {
+      if (value->empty()) {
+        result.error = "--ca-file needs a file name";
+        return result;
+      }
+      options.tls.enabled = true;
+      options.tls.ca_file = *value;
+    } else if (name == "--tls-server-name") {
+      if (value->empty()) {
+        result.error = "--tls-server-name needs a host name or address";
+        return result;
+      }
+      options.tls.enabled = true;
+      options.tls.server_name = *value;
     } else {
       options.password_file = *value;
     }
   }
   if (!port_given) {
     options.port = options.transport == Transport::kGrpc ? kDefaultGrpcPort : kDefaultWirePort;
+  }
+  if (options.tls.insecure && !options.tls.ca_file.empty()) {
+    result.error =
+        "--tls-insecure and --ca-file contradict each other: --ca-file verifies the server, "
+        "--tls-insecure verifies nothing";
+    return result;
   }
   if (yes) {
     if (options.command.empty() || Lower(options.command.front()) != "delete") {
@@ -316,6 +349,17 @@ std::string UsageText() {
       "                        commands that need a login and by `register`/`login` without a "
       "name\n"
       "  --password-file FILE  read the password from the first line of FILE\n"
+      "  --tls                 encrypt the connection with TLS, and verify the server's\n"
+      "                        certificate against the system's trusted CAs and its name\n"
+      "                        against --host\n"
+      "  --ca-file FILE        trust the CA certificate(s) in FILE (PEM) instead of the\n"
+      "                        system's, e.g. for a server with a private CA; implies --tls\n"
+      "  --tls-server-name NAME\n"
+      "                        the name the server's certificate must carry, when --host is\n"
+      "                        an address or another name; implies --tls\n"
+      "  --tls-insecure        TLS that does NOT verify the server: anyone on the network path\n"
+      "                        can read and alter the session. For trying out a self-signed\n"
+      "                        server only; implies --tls\n"
       "  --yes                 with `delete`: do not ask for confirmation\n"
       "  -h, --help            show this help\n"
       "  --                    end of options (for a message that starts with '-')\n"
@@ -339,6 +383,8 @@ std::string UsageText() {
       "  poco_messenger client --user alice inbox\n"
       "  poco_messenger client --user alice list 'b*'\n"
       "  poco_messenger client --user alice delete --yes\n"
+      "  poco_messenger client --host chat.example.org --tls --user alice\n"
+      "  poco_messenger client --host 10.0.0.5 --ca-file ca.pem --tls-server-name chat.lan\n"
       "  printf 'send bob hi\\ninbox\\n' | poco_messenger client --user alice --password-file pw\n"
       "\n"
       "On a terminal: Ctrl-C clears the line being typed, or leaves on an empty line; Ctrl-D on\n"
@@ -350,7 +396,8 @@ std::string UsageText() {
       "  1  the server refused a request (e.g. no such user), or a deletion was not confirmed\n"
       "  2  usage: bad option or command, or no password available\n"
       "  3  wrong username or password, or too many failed logins\n"
-      "  4  the server cannot be reached, is busy, or the connection was lost\n";
+      "  4  the server cannot be reached or verified (TLS), is busy, or the connection was\n"
+      "     lost\n";
   return text;
 }
 

@@ -44,6 +44,9 @@ struct Options {
   std::uint16_t port = kDefaultWirePort;
   std::string user;           // --user; empty when not given.
   std::string password_file;  // --password-file; empty when not given.
+  // --tls, --ca-file FILE, --tls-server-name NAME, --tls-insecure; each of the last three
+  // implies --tls. --ca-file and --tls-insecure contradict each other.
+  TlsClientOptions tls;
   bool help = false;
   // A one-shot command and its arguments (`send bob hi`), empty for an interactive session or a
   // script on stdin. `--yes` is passed on as an argument of the command.

@@ -651,9 +651,14 @@ int RunInteractive(const Settings& settings) {
   std::unique_ptr<LineEditor> editor = LineEditor::Create(std::move(hooks));
   if (!editor) return -1;
   ui.set_editor(editor.get());
+  std::string how;
+  if (settings.transport == Transport::kGrpc) how = "gRPC";
+  if (settings.client.tls.enabled) {
+    how += std::string(how.empty() ? "" : ", ") +
+           (settings.client.tls.insecure ? "TLS, server NOT verified" : "TLS");
+  }
   ui.Info("poco_messenger client for " + settings.client.host + ":" +
-          std::to_string(settings.client.port) +
-          (settings.transport == Transport::kGrpc ? " (gRPC)" : "") +
+          std::to_string(settings.client.port) + (how.empty() ? "" : " (" + how + ")") +
           ". Type 'help' to see the commands.");
   if (!settings.default_user.empty()) {
     Command login;
@@ -716,6 +721,14 @@ int RunClient(int argc, char** argv) {
   settings.client.host = options.host;
   settings.client.port = options.port;
   settings.transport = options.transport;
+  settings.client.tls = options.tls;
+  if (options.tls.insecure) {
+    // Every time, on stderr: a script's output stays clean, the person still sees it.
+    std::cerr << kProgram
+              << ": WARNING: --tls-insecure: the server's identity is NOT verified. Anyone on "
+                 "the network path can read and alter this session, your password included. "
+                 "Use --ca-file with the server's CA instead.\n";
+  }
   settings.client.connect_timeout = kConnectTimeout;
   settings.client.request_timeout = kRequestTimeout;
   settings.default_user = options.user;

@@ -92,8 +92,9 @@ Result<int> ConnectTcp(const std::string& host, std::uint16_t port,
 Connection::~Connection() { Close(); }
 
 Status Connection::Open(const std::string& host, std::uint16_t port,
-                        std::chrono::milliseconds timeout) {
+                        std::chrono::milliseconds timeout, const ClientTls& tls) {
   Close();
+  const Clock::time_point deadline = Clock::now() + timeout;
   Result<int> fd = ConnectTcp(host, port, timeout);
   if (!fd.ok()) return fd.status();
   fd_ = *fd;
@@ -102,12 +103,58 @@ Status Connection::Open(const std::string& host, std::uint16_t port,
   unframed_ = closed_ = false;
   close_detail_.clear();
   write_error_.clear();
-  return Status::Ok();
+  if (!tls.enabled) return Status::Ok();
+
+  const std::string where = host + ":" + std::to_string(port);
+  Result<std::shared_ptr<const TlsClientContext>> context =
+      TlsClientContext::Create(tls.ca_file, /*insecure=*/false);
+  Result<std::unique_ptr<TlsSession>> session =
+      context.ok()
+          ? TlsSession::Connect(*context, fd_, tls.server_name.empty() ? host : tls.server_name)
+          : Result<std::unique_ptr<TlsSession>>(context.status());
+  if (!session.ok()) {
+    Close();
+    return session.status();
+  }
+  tls_ = std::move(session).value();
+  for (;;) {
+    const TlsIo io = tls_->Handshake();
+    if (io == TlsIo::kDone) return Status::Ok();
+    if (io == TlsIo::kError || io == TlsIo::kClosed) {
+      const std::string error = "TLS with " + where + " failed: " + tls_->error();
+      Close();
+      return Status(ErrorCode::kTlsFailed, error);
+    }
+    if (!WaitFor(io, deadline)) {
+      Close();
+      return Status(ErrorCode::kTimeout, "the TLS handshake with " + where + " took over " +
+                                             std::to_string(timeout.count()) + " ms");
+    }
+  }
+}
+
+bool Connection::WaitFor(TlsIo io, Clock::time_point deadline) const {
+  pollfd p = {fd_, static_cast<short>(io == TlsIo::kWantWrite ? POLLOUT : POLLIN), 0};
+  return ::poll(&p, 1, MillisUntil(deadline)) > 0;
 }
 
 Status Connection::Write(std::span<const std::uint8_t> bytes, std::chrono::milliseconds timeout) {
   const Clock::time_point deadline = Clock::now() + timeout;
   std::size_t done = 0;
+  while (tls_ && done < bytes.size()) {
+    std::size_t written = 0;
+    const TlsIo io = tls_->Write(bytes.subspan(done), written);
+    if (io == TlsIo::kDone) {
+      done += written;
+    } else if (io == TlsIo::kError || io == TlsIo::kClosed) {
+      write_error_ = "writing failed: " + tls_->error();
+      return Status(ErrorCode::kDisconnected, write_error_);
+    } else if (!WaitFor(io, deadline)) {
+      write_error_ =
+          "the server took no more bytes within " + std::to_string(timeout.count()) + " ms";
+      return Status(ErrorCode::kTimeout, write_error_);
+    }
+  }
   while (done < bytes.size()) {
     const ssize_t n = ::send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
     if (n > 0) {
@@ -138,10 +185,30 @@ Status Connection::SendRequest(const Frame& frame, std::chrono::milliseconds tim
 
 bool Connection::Receive(Clock::time_point deadline) {
   if (fd_ < 0 || closed_) return false;
-  pollfd p = {fd_, POLLIN, 0};
-  if (::poll(&p, 1, MillisUntil(deadline)) <= 0) return false;
+  // ReadAvailable leaves nothing inside the TLS session, so the socket tells when more comes.
+  if (!WaitFor(tls_ && tls_->read_wants_write() ? TlsIo::kWantWrite : TlsIo::kWantRead, deadline)) {
+    return false;
+  }
   const std::size_t before = inbox_.size();
+  ReadAvailable();
+  Split();
+  return closed_ || inbox_.size() > before;
+}
+
+void Connection::ReadAvailable() {
   std::uint8_t chunk[64 * 1024];
+  while (tls_) {
+    std::size_t n = 0;
+    const TlsIo io = tls_->Read(chunk, n);
+    if (io == TlsIo::kDone) {
+      if (!unframed_) buffer_.insert(buffer_.end(), chunk, chunk + n);
+      continue;
+    }
+    if (io == TlsIo::kWantRead || io == TlsIo::kWantWrite) return;
+    closed_ = true;
+    close_detail_ = io == TlsIo::kClosed ? "end of stream" : tls_->error();
+    return;
+  }
   for (;;) {
     const ssize_t n = ::recv(fd_, chunk, sizeof chunk, 0);
     if (n > 0) {
@@ -154,11 +221,11 @@ bool Connection::Receive(Clock::time_point deadline) {
     close_detail_ = n == 0 ? "end of stream" : std::string(std::strerror(errno));
     break;
   }
-  Split();
-  return closed_ || inbox_.size() > before;
 }
 
 void Connection::Close() {
+  if (tls_) tls_->Close();
+  tls_.reset();
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
 }

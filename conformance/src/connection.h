@@ -8,12 +8,14 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 
 #include "messenger/codec/codec.h"
 #include "messenger/codec/messages.h"
 #include "messenger/codec/status.h"
+#include "messenger/tls/tls_session.h"
 #include "scenario_client.h"
 
 namespace messenger::conformance {
@@ -33,8 +35,10 @@ class Connection final : public ScenarioClient {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // Connects to host:port within `timeout`. Errors: kConnectionFailed.
-  Status Open(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout);
+  // Connects to host:port within `timeout`, with the TLS handshake when tls.enabled. Errors:
+  // kConnectionFailed, kTlsFailed (the handshake failed; the message says why), kTimeout.
+  Status Open(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout,
+              const ClientTls& tls = {});
 
   // Writes all of `bytes` within `timeout`. Errors: kDisconnected (the peer is gone), kTimeout.
   Status Write(std::span<const std::uint8_t> bytes, std::chrono::milliseconds timeout);
@@ -59,8 +63,14 @@ class Connection final : public ScenarioClient {
 
  private:
   void Split();
+  // Waits until `deadline` for the socket to allow what `io` wants; false on timeout.
+  bool WaitFor(TlsIo io, Clock::time_point deadline) const;
+  // Moves every byte the socket (or the TLS session) has now into buffer_; sets closed_ at the
+  // end of the stream.
+  void ReadAvailable();
 
   int fd_ = -1;
+  std::unique_ptr<TlsSession> tls_;  // Null for plain TCP.
   Bytes buffer_;
   bool unframed_ = false;  // A length prefix made the rest of the stream impossible to delimit.
 };

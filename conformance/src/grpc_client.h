@@ -44,8 +44,10 @@ class GrpcClient final : public ScenarioClient {
   GrpcClient(const GrpcClient&) = delete;
   GrpcClient& operator=(const GrpcClient&) = delete;
 
-  // Connects to the gRPC server at host:port within `timeout`. Errors: kConnectionFailed.
-  Status Open(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout);
+  // Connects to the gRPC server at host:port within `timeout`, over TLS when tls.enabled.
+  // Errors: kConnectionFailed; kTlsFailed (the TLS handshake or the certificate check failed).
+  Status Open(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout,
+              const ClientTls& tls = {});
 
   Transport transport() const override { return Transport::kGrpc; }
   // Queues the request for the worker. Errors: kInvalidArgument for a frame that is not a
@@ -81,9 +83,11 @@ class GrpcClient final : public ScenarioClient {
   std::string target_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Messenger::Stub> stub_;
-  int socket_fd_ = -1;  // Our duplicate of the channel's socket, to drop the connection.
-  int event_fd_ = -1;   // Readable while arrivals wait to be taken.
-  std::string token_;   // Worker only.
+  // Our duplicate of the channel's socket, to drop the connection. -1 over TLS, where gRPC
+  // makes the connection itself: Close() then cancels the calls instead.
+  int socket_fd_ = -1;
+  int event_fd_ = -1;  // Readable while arrivals wait to be taken.
+  std::string token_;  // Worker only.
   std::thread worker_;
 
   std::mutex mutex_;

@@ -63,6 +63,10 @@ void PrintUsage(std::ostream& out) {
          "                       how clients that do not name their transport reach the server\n"
          "                       [wire]; with grpc, scenarios tagged wire-only are skipped, and\n"
          "                       the server is started with gRPC on ({grpc_port} in --server-cmd)\n"
+         "  --tls-dir DIR        clients use TLS and trust DIR/ca.pem; a server the runner\n"
+         "                       starts gets --tls-cert DIR/server.pem --tls-key\n"
+         "                       DIR/server.key (make DIR with tests/support/make-test-certs);\n"
+         "                       runs the tls-only scenarios too\n"
          "Selection:\n"
          "  --only TAG           run only scenarios with this tag (repeatable: any of them)\n"
          "  --skip TAG           skip scenarios with this tag (repeatable)\n"
@@ -127,6 +131,8 @@ bool ParseOptions(int argc, char** argv, Options& options) {
         return false;
       }
       options.run.transport = *transport;
+    } else if (arg == "--tls-dir") {
+      if (!value(i, options.run.tls_dir)) return false;
     } else if (arg == "--only" || arg == "--skip") {
       if (!value(i, text)) return false;
       (arg == "--only" ? options.only : options.skip).push_back(text);

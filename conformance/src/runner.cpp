@@ -88,31 +88,89 @@ class ScenarioRun {
   }
 
  private:
+  // How the scenario's clients secure their connections (--tls-dir).
+  ClientTls DefaultTls() const {
+    if (options_.tls_dir.empty()) return {};
+    return ClientTls{true, options_.tls_dir + "/ca.pem", ""};
+  }
+
   // Opens a client over `transport` to the server under test.
-  Result<std::unique_ptr<ScenarioClient>> OpenClient(Transport transport) {
+  Result<std::unique_ptr<ScenarioClient>> OpenClient(Transport transport, const ClientTls& tls) {
     if (transport == Transport::kGrpc) {
       auto client = std::make_unique<GrpcClient>(options_.timeout);
       if (server_.grpc_port() == 0) {
         return Status(ErrorCode::kConnectionFailed, "the server under test serves no gRPC");
       }
-      if (Status s = client->Open(server_.grpc_host(), server_.grpc_port(), options_.timeout);
+      if (Status s = client->Open(server_.grpc_host(), server_.grpc_port(), options_.timeout, tls);
           !s.ok()) {
         return s;
       }
       return std::unique_ptr<ScenarioClient>(std::move(client));
     }
     auto client = std::make_unique<Connection>();
-    if (Status s = client->Open(server_.host(), server_.port(), options_.timeout); !s.ok()) {
+    if (Status s = client->Open(server_.host(), server_.port(), options_.timeout, tls); !s.ok()) {
       return s;
     }
     return std::unique_ptr<ScenarioClient>(std::move(client));
+  }
+
+  // tls-refused: a client set up to fail the server's TLS in one way must not get through.
+  std::string TlsRefused(const Step& step) {
+    ClientTls tls = DefaultTls();
+    std::string how;
+    switch (step.refusal) {
+      case TlsRefusal::kUntrustedCa:
+        tls.ca_file = options_.tls_dir + "/other-ca.pem";
+        how = "trusting another CA";
+        break;
+      case TlsRefusal::kWrongName:
+        tls.server_name = "wrong-host.invalid";
+        how = "expecting the certificate to name wrong-host.invalid";
+        break;
+      case TlsRefusal::kPlaintext:
+        tls = ClientTls{};
+        how = "without TLS";
+        break;
+    }
+    transcript_.Add("tls-refused " + step.client + " (a client " + how + ")");
+    Result<std::unique_ptr<ScenarioClient>> client = OpenClient(step.transport, tls);
+    if (step.refusal != TlsRefusal::kPlaintext) {
+      if (client.ok()) return "a client " + how + " connected; its handshake should have failed";
+      if (client.status().code() != ErrorCode::kTlsFailed) {
+        return "a client " + how + " failed, but not in TLS: " + client.status().ToString();
+      }
+      transcript_.Add("  (" + client.status().message() + ")");
+      return "";
+    }
+    // The TCP connection itself succeeds; what the client says must get no protocol answer.
+    if (!client.ok()) return "a plain TCP connection failed: " + client.status().ToString();
+    ScenarioClient& plain = **client;
+    Frame hello{1, Hello{kProtocolVersion}};
+    (void)plain.SendRequest(hello, options_.timeout);
+    const Clock::time_point deadline = Clock::now() + options_.timeout;
+    while (!plain.closed() && plain.inbox().empty()) {
+      if (!plain.Receive(deadline) && Clock::now() >= deadline) {
+        return "a client without TLS sent HELLO and the server neither answered nor closed "
+               "within " +
+               std::to_string(options_.timeout.count()) + " ms";
+      }
+    }
+    for (const Arrival& arrival : plain.inbox()) {
+      if (arrival.frame && std::holds_alternative<HelloOk>(arrival.frame->message)) {
+        return "the server answered HELLO of a client without TLS: " + arrival.text;
+      }
+      transcript_.Add("  " + step.client + " < " + arrival.text);
+    }
+    if (plain.closed()) transcript_.Add("  " + step.client + " < closed");
+    plain.Close();
+    return "";
   }
 
   std::string Execute(const Step& step) {
     transcript_.SetLine(step.line);
     switch (step.kind) {
       case Step::Kind::kConnect: {
-        Result<std::unique_ptr<ScenarioClient>> client = OpenClient(step.transport);
+        Result<std::unique_ptr<ScenarioClient>> client = OpenClient(step.transport, DefaultTls());
         if (!client.ok()) return client.status().message();
         transcript_.Add("connect " + step.client +
                         (step.transport == Transport::kGrpc ? " over grpc" : ""));
@@ -168,7 +226,10 @@ class ScenarioRun {
       case Step::Kind::kSwarm:
         return RunSwarm(
             step.clients, step.messages, step.acceptance_order,
-            [this, &step] { return OpenClient(step.transport); }, options_.timeout, transcript_);
+            [this, &step] { return OpenClient(step.transport, DefaultTls()); }, options_.timeout,
+            transcript_);
+      case Step::Kind::kTlsRefused:
+        return TlsRefused(step);
     }
     return "unknown step";
   }
@@ -382,6 +443,15 @@ std::string WhyNotRunnable(const Scenario& scenario, const RunOptions& options) 
              "', which --connect cannot give";
     }
   }
+  if (std::find(scenario.tags.begin(), scenario.tags.end(), kTlsOnlyTag) != scenario.tags.end() &&
+      options.tls_dir.empty()) {
+    return "it is about TLS; run it with --tls-dir";
+  }
+  if (options.server.kind == ServerSpec::Kind::kCommand && !options.tls_dir.empty() &&
+      options.server.command.find("{args}") == std::string::npos) {
+    return "its clients use TLS; put {args} in --server-cmd where the server takes "
+           "--tls-cert FILE --tls-key FILE";
+  }
   if (options.server.kind == ServerSpec::Kind::kCommand && !scenario.server_args.empty() &&
       options.server.command.find("{args}") == std::string::npos) {
     return "it needs the server options '" + JoinArgs(scenario.server_args) +
@@ -409,7 +479,12 @@ Outcome RunScenario(const Scenario& scenario, const RunOptions& options) {
   std::string log;
   Transcript transcript(options.verbose);
   {
-    ServerProcess server(options.server, dir, scenario.server_args, scenario.uses_grpc);
+    std::vector<std::string> args = scenario.server_args;
+    if (!options.tls_dir.empty()) {
+      args.insert(args.end(), {"--tls-cert", options.tls_dir + "/server.pem", "--tls-key",
+                               options.tls_dir + "/server.key"});
+    }
+    ServerProcess server(options.server, dir, args, scenario.uses_grpc);
     if (const Status started = server.Start(); !started.ok()) {
       failure = "cannot start the server: " + started.message() + "\n";
     } else {

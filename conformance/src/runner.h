@@ -24,6 +24,9 @@ struct RunOptions {
   std::chrono::milliseconds timeout{5000};
   bool verbose = false;  // Print every step and every frame as it happens.
   bool keep = false;     // Keep each scenario's directory (database, server log).
+  // With TLS: a directory as tests/support/make-test-certs makes it. Clients trust its ca.pem;
+  // a server the runner starts gets --tls-cert server.pem --tls-key server.key. Empty: plain.
+  std::string tls_dir;
 };
 
 struct Outcome {

@@ -20,9 +20,9 @@ namespace messenger::conformance {
 namespace {
 
 // Words with a meaning of their own where a client name could stand.
-const std::set<std::string, std::less<>> kKeywords = {"accounts", "close",   "closed", "connect",
-                                                      "crash",    "hello",   "login",  "over",
-                                                      "raw",      "restart", "swarm"};
+const std::set<std::string, std::less<>> kKeywords = {
+    "accounts", "close", "closed", "connect", "crash", "hello",
+    "login",    "over",  "raw",    "restart", "swarm", "tls-refused"};
 // The end reasons only gRPC has (messenger.v1.EndReason), as the scenario language names them.
 const std::set<std::string, std::less<>> kGrpcOnlyEndReasons = {"LOGGED_OUT", "SLOW_CONSUMER"};
 // Bounds of the swarm step: enough for a real crowd, small enough to finish in seconds.
@@ -169,6 +169,7 @@ class ScenarioParser {
     if (first == "login") return Login(words);
     if (first == "accounts") return Accounts(words);
     if (first == "swarm") return Swarm(words);
+    if (first == "tls-refused") return TlsRefused(words);
     if (words.size() < 2) return Error("expected a step such as 'alice > PING #1 nonce=7'");
     return ClientLine(first, words[1]);
   }
@@ -242,6 +243,30 @@ class ScenarioParser {
     Step step;
     step.kind = Step::Kind::kConnect;
     step.client = client;
+    return Emit(std::move(step));
+  }
+
+  // tls-refused CLIENT untrusted-ca|wrong-name|plaintext: a client of the default transport
+  // that the server's TLS must turn away; it is never open for later steps.
+  Status TlsRefused(const std::vector<std::string>& words) {
+    const std::string usage = "usage: tls-refused CLIENT untrusted-ca|wrong-name|plaintext";
+    if (words.size() != 3) return Error(usage);
+    if (!IsClientName(words[1])) return Error("'" + words[1] + "' cannot name a client");
+    if (open_.count(words[1]) != 0) return Error(words[1] + " is already connected");
+    Step step;
+    step.kind = Step::Kind::kTlsRefused;
+    step.client = words[1];
+    step.transport = default_transport_;
+    if (words[2] == "untrusted-ca") {
+      step.refusal = TlsRefusal::kUntrustedCa;
+    } else if (words[2] == "wrong-name") {
+      step.refusal = TlsRefusal::kWrongName;
+    } else if (words[2] == "plaintext") {
+      step.refusal = TlsRefusal::kPlaintext;
+    } else {
+      return Error(usage);
+    }
+    if (default_transport_ == Transport::kGrpc) scenario_.uses_grpc = true;
     return Emit(std::move(step));
   }
 

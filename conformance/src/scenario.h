@@ -30,6 +30,15 @@ inline constexpr char kMacroPassword[] = "correct horse battery staple";
 inline constexpr char kWireOnlyTag[] = "wire-only";
 inline constexpr char kGrpcOnlyTag[] = "grpc-only";
 inline constexpr char kMixedTag[] = "mixed";
+// The tag of scenarios about TLS itself: they run only when clients use TLS (--tls-dir).
+inline constexpr char kTlsOnlyTag[] = "tls-only";
+
+// How a tls-refused client deviates from a client the server should accept.
+enum class TlsRefusal {
+  kUntrustedCa,  // It trusts another CA than the one that signed the server's certificate.
+  kWrongName,    // It expects the certificate to name another host.
+  kPlaintext,    // It does not speak TLS at all.
+};
 
 struct Step {
   enum class Kind {
@@ -44,6 +53,7 @@ struct Step {
     kRestart,         // restart: SIGTERM, then start again on the same database
     kCrash,           // crash: SIGKILL, then start again on the same database
     kSwarm,           // swarm N clients M messages [in acceptance order]
+    kTlsRefused,      // tls-refused NAME untrusted-ca|wrong-name|plaintext
   };
   Kind kind = Kind::kConnect;
   int line = 0;           // 1-based line in the scenario file.
@@ -53,10 +63,11 @@ struct Step {
   Transport transport = Transport::kWire;  // The client's (kSwarm: the swarm's clients').
   std::string text;  // kSend, kExpect, kExpectAnyOrder: the frame's one-line form.
   Bytes bytes;       // kSendRaw
-  std::chrono::milliseconds duration{0};  // kExpectSilence
-  int clients = 0;                        // kSwarm
-  int messages = 0;                       // kSwarm: per client
-  bool acceptance_order = false;          // kSwarm: check pushes across senders too
+  std::chrono::milliseconds duration{0};        // kExpectSilence
+  int clients = 0;                              // kSwarm
+  int messages = 0;                             // kSwarm: per client
+  bool acceptance_order = false;                // kSwarm: check pushes across senders too
+  TlsRefusal refusal = TlsRefusal::kPlaintext;  // kTlsRefused
 };
 
 struct Scenario {

@@ -32,6 +32,14 @@ std::string_view TransportName(Transport transport);
 // The transport named `name` ("wire" or "grpc"), or nullopt.
 std::optional<Transport> ParseTransport(std::string_view name);
 
+// How a client secures its connection: plain TCP, or TLS trusting `ca_file` and expecting the
+// server's certificate to name `server_name` (empty: the host connected to).
+struct ClientTls {
+  bool enabled = false;
+  std::string ca_file;
+  std::string server_name;
+};
+
 // What arrived on a client: a frame, or something that is not one.
 struct Arrival {
   std::optional<Frame> frame;  // The frame, when the codec can represent it.

@@ -226,6 +226,24 @@ TEST(ScenarioTest, ClientsTakeTheDefaultTransportUnlessTheyNameOne) {
             std::string::npos);
 }
 
+TEST(ScenarioTest, TlsRefusedNamesHowTheClientFailsAndUsesTheDefaultTransport) {
+  const Result<Scenario> scenario = ParseScenario(
+      "tls-refused a untrusted-ca\ntls-refused b wrong-name\ntls-refused c plaintext\n", "t.scn",
+      Transport::kGrpc);
+  ASSERT_TRUE(scenario.ok()) << scenario.status().message();
+  ASSERT_EQ(scenario->steps.size(), 3u);
+  EXPECT_EQ(scenario->steps[0].kind, Step::Kind::kTlsRefused);
+  EXPECT_EQ(scenario->steps[0].refusal, TlsRefusal::kUntrustedCa);
+  EXPECT_EQ(scenario->steps[1].refusal, TlsRefusal::kWrongName);
+  EXPECT_EQ(scenario->steps[2].refusal, TlsRefusal::kPlaintext);
+  EXPECT_EQ(scenario->steps[2].transport, Transport::kGrpc);
+  EXPECT_TRUE(scenario->uses_grpc);
+  EXPECT_NE(ErrorOf("tls-refused a expired\n").find("usage: tls-refused"), std::string::npos);
+  // A refused client is never connected: using it afterwards is a mistake.
+  EXPECT_NE(ErrorOf("tls-refused a plaintext\na > PING #1 nonce=1\n").find("not connected"),
+            std::string::npos);
+}
+
 TEST(ScenarioTest, HelloOverGrpcDoesNotExpectAPreLoginLimit) {
   const Result<Scenario> scenario = ParseScenario("hello a over grpc\n", "t.scn");
   ASSERT_TRUE(scenario.ok()) << scenario.status().message();

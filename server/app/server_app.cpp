@@ -19,10 +19,13 @@
 #include <pthread.h>
 #include <sys/resource.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdint>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -31,13 +34,16 @@
 #include <thread>
 #include <vector>
 
+#include "admin_server.h"
 #include "grpc_front_door.h"
 #include "messenger/codec/limits.h"
 #include "messenger/server/clock.h"
 #include "messenger/server/messenger.h"
+#include "messenger/server/metrics.h"
 #include "messenger/server/password_hasher.h"
 #include "messenger/server/sqlite_store.h"
 #include "messenger/server/store.h"
+#include "messenger/tls/tls_context.h"
 #include "tcp_front_door.h"
 
 namespace messenger {
@@ -47,6 +53,8 @@ namespace {
 constexpr std::string_view kReadinessPrefix = "poco_messenger listening on ";
 // The second line, when gRPC is on.
 constexpr std::string_view kGrpcReadinessPrefix = "poco_messenger grpc listening on ";
+// The last line, when the admin port is on.
+constexpr std::string_view kAdminReadinessPrefix = "poco_messenger admin listening on ";
 // How long connections get to write their last frames when the server stops.
 constexpr std::chrono::seconds kFlushTimeout{5};
 // File descriptors a connection needs (its socket and its wakeup eventfd), and those the rest
@@ -65,12 +73,22 @@ struct OptionSpec {
 // (name = VALUE); the command line wins.
 constexpr OptionSpec kSettings[] = {
     {"host", "ADDRESS", "0.0.0.0",
-     "address to listen on; the protocol is plain TCP, so prefer 127.0.0.1 unless a TLS "
-     "terminator or a private network protects it"},
+     "address to listen on; without --tls-cert the protocol is plain TCP, so then prefer "
+     "127.0.0.1 or a private network"},
     {"port", "PORT", "5050", "TCP port of the wire protocol; 0 picks a free port (see READINESS)"},
     {"grpc-port", "PORT|auto", "5051",
      "TCP port of the gRPC front door (docs/PROTOCOL.md, section 15), on the same address; 0 "
      "turns it off; auto picks a free port"},
+    {"tls-cert", "FILE", "",
+     "PEM certificate chain (the server's first): both front doors then speak TLS 1.2+ only "
+     "(docs/OPERATIONS.md); needs --tls-key [none: plain TCP]"},
+    {"tls-key", "FILE", "", "PEM private key of --tls-cert (unencrypted; keep it mode 600)"},
+    {"admin-port", "PORT|auto", "0",
+     "HTTP port for operators: /healthz, /readyz and Prometheus /metrics (docs/OPERATIONS.md); "
+     "0 turns it off; auto picks a free port"},
+    {"admin-host", "ADDRESS", "127.0.0.1",
+     "address of the admin port, whatever --host is: metrics describe the server to anyone who "
+     "can read them, so keep it on loopback or a private network"},
     {"db", "FILE", "messenger.db",
      "SQLite database, created if absent; :memory: keeps everything in memory (lost at exit)"},
     {"sync", "full|normal", "full",
@@ -101,6 +119,10 @@ struct ServerSettings {
   TcpOptions tcp;
   bool grpc_enabled = true;
   GrpcOptions grpc;
+  std::string tls_cert;  // Both empty: plain TCP on both front doors.
+  std::string tls_key;
+  bool admin_enabled = false;
+  AdminOptions admin;
   MessengerOptions messenger;
   std::string db;
   SyncMode sync = SyncMode::kFull;
@@ -157,6 +179,8 @@ void PrintHelp(std::ostream& out) {
          "with the wire port actually bound, so --port 0 can be used by supervisors and tests;\n"
          "then, when gRPC is on, a second line:\n"
          "  poco_messenger grpc listening on HOST:PORT\n"
+         "and last, when the admin port is on:\n"
+         "  poco_messenger admin listening on HOST:PORT\n"
          "Logs go to stderr.\n"
          "\n"
          "SIGINT or SIGTERM stops the server gracefully: it stops accepting, ends every session\n"
@@ -229,6 +253,23 @@ Result<ServerSettings> BuildSettings(const std::map<std::string, std::string>& v
     settings.grpc.port = static_cast<std::uint16_t>(number("grpc-port", 0, 65535));
     settings.grpc_enabled = settings.grpc.port != 0;
   }
+  if (get("admin-port") == "auto") {
+    settings.admin_enabled = true;
+    settings.admin.port = 0;
+  } else {
+    settings.admin.port = static_cast<std::uint16_t>(number("admin-port", 0, 65535));
+    settings.admin_enabled = settings.admin.port != 0;
+  }
+  settings.admin.host = get("admin-host");
+  if (settings.admin.host.empty()) {
+    failure = Status(ErrorCode::kInvalidArgument, "--admin-host: must not be empty");
+  }
+  settings.tls_cert = get("tls-cert");
+  settings.tls_key = get("tls-key");
+  if (settings.tls_cert.empty() != settings.tls_key.empty()) {
+    failure = Status(ErrorCode::kInvalidArgument,
+                     "--tls-cert and --tls-key go together: give both or neither");
+  }
   settings.db = get("db");
   if (settings.db.empty()) failure = Status(ErrorCode::kInvalidArgument, "--db: must not be empty");
   settings.sync = choice("sync", {"full", "normal"}) == 0 ? SyncMode::kFull : SyncMode::kNormal;
@@ -263,6 +304,14 @@ Result<ServerSettings> BuildSettings(const std::map<std::string, std::string>& v
   settings.log_level = kLevels[choice("log-level", {"error", "warning", "information", "debug"})];
   if (failure) return *failure;
   return settings;
+}
+
+// The whole of the file at `path`; false when it cannot be read.
+bool ReadFile(const std::string& path, std::string& contents) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  contents.assign(std::istreambuf_iterator<char>(in), {});
+  return !in.bad();
 }
 
 // Reads the configuration file into `values` (without overriding what is already there, which
@@ -418,15 +467,18 @@ int ServerApp::Serve() {
   RaiseDescriptorLimit(settings_.tcp.max_connections, logger);
 
   // Declared in dependency order so they are destroyed in reverse: connections first, the
-  // store last (its destructor drains the pending group commit).
+  // store last (its destructor drains the pending group commit), the metrics after everything
+  // that records to them.
+  Metrics metrics;
   std::unique_ptr<Store> store;
   if (settings_.db == ":memory:") {
     logger.warning(
         "--db :memory: keeps accounts and messages in memory only; they are lost "
         "when the server stops");
-    store = MakeMemoryStore();
+    store = MakeMemoryStore(&metrics);
   } else {
-    Result<std::unique_ptr<Store>> opened = OpenSqliteStore({settings_.db, settings_.sync});
+    Result<std::unique_ptr<Store>> opened =
+        OpenSqliteStore({settings_.db, settings_.sync, &metrics});
     if (!opened.ok()) {
       std::cerr << "poco_messenger server: cannot open the database: " << opened.status().message()
                 << "\n";
@@ -438,12 +490,30 @@ int ServerApp::Serve() {
     logger.warning("--password-cost test: minimal password hashing, for tests only");
   }
   Result<std::unique_ptr<PasswordHasher>> hasher =
-      MakeArgon2Hasher(settings_.password_cost, settings_.max_concurrent_hashes);
+      MakeArgon2Hasher(settings_.password_cost, settings_.max_concurrent_hashes, &metrics);
   if (!hasher.ok()) {
     std::cerr << "poco_messenger server: " << hasher.status().message() << "\n";
     return kExitFailure;
   }
-  Messenger messenger(*store, **hasher, SystemClock(), settings_.messenger);
+  Messenger messenger(*store, **hasher, SystemClock(), settings_.messenger, &metrics);
+
+  if (!settings_.tls_cert.empty()) {
+    Result<std::shared_ptr<const TlsServerContext>> tls =
+        TlsServerContext::Load(settings_.tls_cert, settings_.tls_key);
+    if (!tls.ok()) {
+      std::cerr << "poco_messenger server: TLS: " << tls.status().message() << "\n";
+      return kExitFailure;
+    }
+    settings_.tcp.tls = *tls;
+    // gRPC takes the same files as PEM text; Load has just checked that they are readable.
+    if (!ReadFile(settings_.tls_cert, settings_.grpc.tls_cert_pem) ||
+        !ReadFile(settings_.tls_key, settings_.grpc.tls_key_pem)) {
+      std::cerr << "poco_messenger server: TLS: cannot read " << settings_.tls_cert << " or "
+                << settings_.tls_key << "\n";
+      return kExitFailure;
+    }
+    logger.information("TLS on both front doors: " + (*tls)->summary());
+  }
 
   Result<std::unique_ptr<TcpFrontDoor>> started = TcpFrontDoor::Start(messenger, settings_.tcp);
   if (!started.ok()) {
@@ -451,10 +521,11 @@ int ServerApp::Serve() {
     return kExitFailure;
   }
   std::unique_ptr<TcpFrontDoor> door = std::move(started).value();
-  if (!door->loopback()) {
+  if (!door->loopback() && !door->tls()) {
     logger.warning("listening on " + settings_.tcp.host +
-                   ", which is not a loopback address: the protocol is plain TCP (passwords and "
-                   "messages travel unencrypted); put it behind TLS or a private network");
+                   ", which is not a loopback address, without TLS: passwords and messages "
+                   "travel unencrypted; give --tls-cert and --tls-key, or keep it on a private "
+                   "network");
   }
   std::unique_ptr<GrpcFrontDoor> grpc_door;
   if (settings_.grpc_enabled) {
@@ -469,6 +540,34 @@ int ServerApp::Serve() {
     }
     grpc_door = std::move(grpc_started).value();
   }
+  // /readyz: ready while the front doors accept and the core and its store answer.
+  std::atomic<bool> accepting{true};
+  std::unique_ptr<AdminServer> admin;
+  if (settings_.admin_enabled) {
+    Result<std::unique_ptr<AdminServer>> admin_started = AdminServer::Start(
+        metrics,
+        [&accepting, &messenger]() -> Status {
+          if (!accepting.load()) {
+            return Status(ErrorCode::kInternal, "the server is stopping; not accepting");
+          }
+          return messenger.CheckReady();
+        },
+        settings_.admin);
+    if (!admin_started.ok()) {
+      std::cerr << "poco_messenger server: " << admin_started.status().message() << "\n";
+      door->StopAccepting();
+      messenger.Shutdown();
+      if (grpc_door) grpc_door->Shutdown(kFlushTimeout);
+      door->Shutdown(kFlushTimeout);
+      return kExitFailure;
+    }
+    admin = std::move(admin_started).value();
+    if (!admin->loopback()) {
+      logger.warning("admin port on " + settings_.admin.host +
+                     ", which is not a loopback address: anyone who can reach it reads the "
+                     "server's metrics; restrict it to operators");
+    }
+  }
   logger.information("listening on " + settings_.tcp.host + ":" + std::to_string(door->port()) +
                      " (database " + settings_.db + ", up to " +
                      std::to_string(settings_.tcp.max_connections) + " connections)");
@@ -479,15 +578,24 @@ int ServerApp::Serve() {
   } else {
     logger.information("gRPC is off (--grpc-port 0)");
   }
+  if (admin) {
+    logger.information("admin HTTP (/healthz, /readyz, /metrics) on " + settings_.admin.host + ":" +
+                       std::to_string(admin->port()));
+  }
   std::cout << kReadinessPrefix << settings_.tcp.host << ":" << door->port() << std::endl;
   if (grpc_door) {
     std::cout << kGrpcReadinessPrefix << settings_.grpc.host << ":" << grpc_door->port()
               << std::endl;
   }
+  if (admin) {
+    std::cout << kAdminReadinessPrefix << settings_.admin.host << ":" << admin->port() << std::endl;
+  }
 
   waitForTerminationRequest();
 
   logger.information("stopping: no new connections; ending sessions");
+  // /readyz answers 503 from here on, while the front doors drain; /healthz stays 200.
+  accepting = false;
   door->StopAccepting();
   messenger.Shutdown();
   // Both front doors flush their SESSION_ENDED pushes within the one timeout.
@@ -503,6 +611,10 @@ int ServerApp::Serve() {
     std::_Exit(kExitFailure);
   }
   door.reset();
+  if (admin) {
+    admin->Shutdown();
+    logger.information("admin HTTP stopped");
+  }
   logger.information("stopped");
   return kExitOk;
 }

@@ -54,6 +54,7 @@ struct User {
 
 struct SessionEntry {
   SessionSink* sink = nullptr;
+  Transport transport = Transport::kWire;
   std::optional<User> user;
   // Messages pushed or fetched on this session and not yet ACKed: FETCH skips them.
   std::set<std::uint64_t> handed;
@@ -90,13 +91,20 @@ struct LoginFailures {
 }  // namespace
 
 struct Messenger::State {
-  State(Store& s, PasswordHasher& h, Clock& c, MessengerOptions o)
-      : store(s), hasher(h), clock(c), options(o) {}
+  State(Store& s, PasswordHasher& h, Clock& c, MessengerOptions o, Metrics* m)
+      : store(s),
+        hasher(h),
+        clock(c),
+        options(o),
+        own_metrics(m == nullptr ? std::make_unique<Metrics>() : nullptr),
+        metrics(m == nullptr ? *own_metrics : *m) {}
 
   Store& store;
   PasswordHasher& hasher;
   Clock& clock;
   const MessengerOptions options;
+  const std::unique_ptr<Metrics> own_metrics;  // When the caller gave none.
+  Metrics& metrics;
 
   std::once_flag dummy_hash_once;
   std::string dummy_hash;  // Verified against when the name is unknown, to take the same time.
@@ -122,6 +130,7 @@ struct Messenger::State {
     if (!entry.user) return;
     const auto it = online.find(entry.user->key);
     if (it != online.end() && it->second == id) online.erase(it);
+    metrics.sessions_logged_in(entry.transport).Sub();
     entry.user.reset();
     entry.handed.clear();
     entry.fetch_cursor = 0;
@@ -162,7 +171,10 @@ struct Messenger::State {
     const auto online_it = online.find(recipient_key);
     if (online_it == online.end()) return;
     SessionEntry& entry = sessions.at(online_it->second);
-    if (entry.handed.insert(message.message_id).second) entry.sink->Deliver(message);
+    if (entry.handed.insert(message.message_id).second) {
+      entry.sink->Deliver(message);
+      metrics.messages_delivered_live().Add();
+    }
   }
 
   // REQUIRES: mutex held. Takes a send token; false when the user is over its rate.
@@ -207,21 +219,27 @@ struct Messenger::State {
     if (++record.count >= options.login_failures_before_throttle) {
       record.blocked_until_ms = now + options.login_throttle_ms;
       record.count = 0;
+      metrics.login_throttles().Add();
     }
   }
 };
 
-Messenger::Messenger(Store& store, PasswordHasher& hasher, Clock& clock, MessengerOptions options)
-    : state_(std::make_unique<State>(store, hasher, clock, options)) {}
+Messenger::Messenger(Store& store, PasswordHasher& hasher, Clock& clock, MessengerOptions options,
+                     Metrics* metrics)
+    : state_(std::make_unique<State>(store, hasher, clock, options, metrics)) {}
 
 Messenger::~Messenger() = default;
 
 const MessengerOptions& Messenger::options() const { return state_->options; }
 
-SessionId Messenger::Attach(SessionSink& sink) {
+Metrics& Messenger::metrics() const { return state_->metrics; }
+
+SessionId Messenger::Attach(SessionSink& sink, Transport transport) {
   std::lock_guard lock(state_->mutex);
   const SessionId id = state_->next_id++;
-  state_->sessions[id].sink = &sink;
+  SessionEntry& entry = state_->sessions[id];
+  entry.sink = &sink;
+  entry.transport = transport;
   return id;
 }
 
@@ -269,7 +287,10 @@ Result<LoginOk> Messenger::Login(SessionId session, std::string_view username,
       return Status(ErrorCode::kLoginThrottled, "too many failed logins; try again later");
     }
   }
-  if (key.empty()) return auth_failed;  // No account can have a malformed name.
+  if (key.empty()) {  // No account can have a malformed name.
+    st.metrics.login_failures().Add();
+    return auth_failed;
+  }
 
   Result<std::optional<AccountRecord>> account = st.store.FindAccount(key);
   if (!account.ok()) return account.status();
@@ -285,6 +306,7 @@ Result<LoginOk> Messenger::Login(SessionId session, std::string_view username,
   }
 
   if (!verified) {
+    st.metrics.login_failures().Add();
     std::lock_guard lock(st.mutex);
     st.RecordLoginFailure(key, st.clock.SteadyMs());
     return auth_failed;
@@ -310,6 +332,7 @@ Result<LoginOk> Messenger::Login(SessionId session, std::string_view username,
     }
     it->second.user = User{key, account.value()->name};
     st.online[key] = session;
+    st.metrics.sessions_logged_in(it->second.transport).Add();
   }
   return LoginOk{*unread};
 }
@@ -417,6 +440,10 @@ Result<SendOk> Messenger::Send(SessionId session, const messenger::Send& request
     if (outcome.status().code() == ErrorCode::kUnknownRecipient) return unknown;
     return outcome.status();
   }
+  if (stored) {
+    st.metrics.messages_accepted().Add();
+    if (outcome->result.delivery == Delivery::kQueued) st.metrics.messages_queued().Add();
+  }
   return outcome->result;
 }
 
@@ -486,6 +513,7 @@ Result<MessageBatch> Messenger::FetchUndelivered(SessionId session, std::uint16_
     handed_count = entry.handed.size();
   }
   batch.remaining = *stored > handed_count ? static_cast<std::uint32_t>(*stored - handed_count) : 0;
+  st.metrics.messages_fetched().Add(batch.messages.size());
   return batch;
 }
 
@@ -535,6 +563,20 @@ void Messenger::Shutdown() {
   for (auto& [id, entry] : state_->sessions) {
     entry.sink->End(EndReason::kServerShutdown, "the server is shutting down");
   }
+}
+
+Status Messenger::CheckReady() {
+  {
+    std::lock_guard lock(state_->mutex);
+    if (state_->shut_down) return Status(ErrorCode::kInternal, "the server is shutting down");
+  }
+  // A read of a key no account can have: it costs one indexed lookup and proves the store
+  // answers.
+  Result<std::uint32_t> probe = state_->store.CountMessages("");
+  if (!probe.ok()) {
+    return Status(ErrorCode::kInternal, "the store does not answer: " + probe.status().message());
+  }
+  return Status::Ok();
 }
 
 }  // namespace messenger

@@ -35,9 +35,15 @@ WireSession::WireSession(Messenger& messenger, SessionSink& sink, WireOptions op
       id_(messenger.Attach(sink)),
       decoder_(kMaxPreloginFrameSize),
       logged_out_since_ms_(now_ms),
-      last_activity_ms_(now_ms) {}
+      last_activity_ms_(now_ms) {
+  messenger_.metrics().connections_accepted(Transport::kWire).Add();
+  messenger_.metrics().connections_open(Transport::kWire).Add();
+}
 
-WireSession::~WireSession() { messenger_.Detach(id_); }
+WireSession::~WireSession() {
+  messenger_.Detach(id_);
+  messenger_.metrics().connections_open(Transport::kWire).Sub();
+}
 
 bool WireSession::OnBytes(std::span<const std::uint8_t> bytes, std::uint64_t now_ms, Bytes& out) {
   if (closing_) return false;
@@ -187,6 +193,7 @@ void WireSession::ReplyError(std::uint32_t request_id, const Status& status, Byt
   // Framing errors cannot name the frame they came from.
   const bool framing =
       status.code() == ErrorCode::kFrameTooLarge || status.code() == ErrorCode::kMalformedFrame;
+  messenger_.metrics().errors(Transport::kWire, status.code()).Add();
   std::string message = status.message();
   if (!IsValidUtf8(message)) message = std::string(ErrorCodeName(status.code()));
   EncodeFrame({framing ? 0u : request_id, Error{status.code(), std::move(message)}}, out);

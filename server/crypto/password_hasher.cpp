@@ -2,16 +2,20 @@
 
 #include <sodium.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
+
+#include "messenger/server/metrics.h"
 
 namespace messenger {
 namespace {
 
 class Argon2Hasher final : public PasswordHasher {
  public:
-  Argon2Hasher(unsigned long long opslimit, std::size_t memlimit, int max_concurrent)
-      : opslimit_(opslimit), memlimit_(memlimit), free_slots_(max_concurrent) {}
+  Argon2Hasher(unsigned long long opslimit, std::size_t memlimit, int max_concurrent,
+               Metrics* metrics)
+      : opslimit_(opslimit), memlimit_(memlimit), metrics_(metrics), free_slots_(max_concurrent) {}
 
   Result<std::string> Hash(std::string_view password) override {
     Slot slot(*this);
@@ -36,9 +40,16 @@ class Argon2Hasher final : public PasswordHasher {
   class Slot {
    public:
     explicit Slot(Argon2Hasher& hasher) : hasher_(hasher) {
-      std::unique_lock lock(hasher_.mutex_);
-      hasher_.slot_freed_.wait(lock, [this] { return hasher_.free_slots_ > 0; });
-      --hasher_.free_slots_;
+      const auto start = std::chrono::steady_clock::now();
+      {
+        std::unique_lock lock(hasher_.mutex_);
+        hasher_.slot_freed_.wait(lock, [this] { return hasher_.free_slots_ > 0; });
+        --hasher_.free_slots_;
+      }
+      if (hasher_.metrics_ != nullptr) {
+        hasher_.metrics_->password_hash_wait_seconds().Observe(
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      }
     }
     ~Slot() {
       {
@@ -56,6 +67,7 @@ class Argon2Hasher final : public PasswordHasher {
 
   const unsigned long long opslimit_;
   const std::size_t memlimit_;
+  Metrics* const metrics_;  // Null: nothing is recorded.
   std::mutex mutex_;
   std::condition_variable slot_freed_;
   int free_slots_;
@@ -63,14 +75,16 @@ class Argon2Hasher final : public PasswordHasher {
 
 }  // namespace
 
-Result<std::unique_ptr<PasswordHasher>> MakeArgon2Hasher(PasswordCost cost, int max_concurrent) {
+Result<std::unique_ptr<PasswordHasher>> MakeArgon2Hasher(PasswordCost cost, int max_concurrent,
+                                                         Metrics* metrics) {
   if (sodium_init() < 0) return Status(ErrorCode::kInternal, "libsodium failed to initialise");
   if (max_concurrent < 1) max_concurrent = 1;
   const bool test = cost == PasswordCost::kTest;
   const unsigned long long ops =
       test ? crypto_pwhash_OPSLIMIT_MIN : crypto_pwhash_OPSLIMIT_INTERACTIVE;
   const std::size_t mem = test ? crypto_pwhash_MEMLIMIT_MIN : crypto_pwhash_MEMLIMIT_INTERACTIVE;
-  return std::unique_ptr<PasswordHasher>(std::make_unique<Argon2Hasher>(ops, mem, max_concurrent));
+  return std::unique_ptr<PasswordHasher>(
+      std::make_unique<Argon2Hasher>(ops, mem, max_concurrent, metrics));
 }
 
 }  // namespace messenger

@@ -66,17 +66,14 @@ grpc::StatusCode GrpcCode(ErrorCode code) {
   }
 }
 
-// The failed call's status, with the protocol's code in the trailer.
-grpc::Status Fail(grpc::ServerContextBase& context, const Status& status) {
+// The failed call's status, with the protocol's code in the trailer; counted in `metrics`.
+grpc::Status FailCall(Metrics& metrics, grpc::ServerContextBase& context, const Status& status) {
+  metrics.errors(Transport::kGrpc, status.code()).Add();
   v1::ErrorDetail detail;
   detail.set_code(static_cast<std::uint32_t>(status.code()));
   detail.set_name(std::string(ErrorCodeName(status.code())));
   context.AddTrailingMetadata(kErrorTrailer, detail.SerializeAsString());
   return grpc::Status(GrpcCode(status.code()), status.message());
-}
-
-grpc::Status NotLoggedIn(grpc::ServerContextBase& context) {
-  return Fail(context, Status(ErrorCode::kNotLoggedIn, "log in first (no valid session token)"));
 }
 
 // 32 random bytes as 64 hexadecimal characters.
@@ -113,13 +110,20 @@ using ServiceBase = v1::Messenger::WithCallbackMethod_Subscribe<v1::Messenger::S
 class GrpcFrontDoor::Impl final : public ServiceBase {
  public:
   Impl(Messenger& messenger, const GrpcOptions& options)
-      : messenger_(messenger), options_(options) {}
+      : messenger_(messenger), metrics_(messenger.metrics()), options_(options) {}
 
   Status Start() {
+    const bool tls = !options_.tls_cert_pem.empty();
+    std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+    if (tls) {
+      grpc::SslServerCredentialsOptions ssl(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+      ssl.pem_key_cert_pairs.push_back({options_.tls_key_pem, options_.tls_cert_pem});
+      credentials = grpc::SslServerCredentials(ssl);
+    }
     grpc::ServerBuilder builder;
     int bound_port = 0;
-    builder.AddListeningPort(options_.host + ":" + std::to_string(options_.port),
-                             grpc::InsecureServerCredentials(), &bound_port);
+    builder.AddListeningPort(options_.host + ":" + std::to_string(options_.port), credentials,
+                             &bound_port);
     builder.RegisterService(this);
     builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_frame_size));
     // HTTP/2 keepalive stands in for the wire protocol's idle timeout (15.2).
@@ -130,9 +134,11 @@ class GrpcFrontDoor::Impl final : public ServiceBase {
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     server_ = builder.BuildAndStart();
     if (!server_ || bound_port == 0) {
-      return Status(ErrorCode::kInternal, "cannot serve gRPC on " + options_.host + ":" +
-                                              std::to_string(options_.port) +
-                                              " (address in use or not local?)");
+      return Status(ErrorCode::kInternal,
+                    "cannot serve gRPC on " + options_.host + ":" + std::to_string(options_.port) +
+                        (tls ? " (address in use or not local, or the TLS certificate and key "
+                               "are not a valid PEM pair?)"
+                             : " (address in use or not local?)"));
     }
     port_ = static_cast<std::uint16_t>(bound_port);
     housekeeper_ = std::thread([this] { Housekeep(); });
@@ -188,22 +194,28 @@ class GrpcFrontDoor::Impl final : public ServiceBase {
 
   grpc::Status Login(grpc::ServerContext* context, const v1::LoginRequest* request,
                      v1::LoginResponse* response) override {
+    bool full = false;
     {
       std::lock_guard lock(mutex_);
-      if (static_cast<int>(sessions_.size()) >= options_.max_sessions) {
-        return Fail(*context, Status(ErrorCode::kServerBusy,
-                                     "server is at its gRPC session limit (" +
-                                         std::to_string(options_.max_sessions) + "); try later"));
-      }
+      full = static_cast<int>(sessions_.size()) >= options_.max_sessions;
     }
-    auto session = std::make_shared<GrpcSession>(NewToken(), Now());
-    session->set_id(messenger_.Attach(*session));
+    if (full) {
+      metrics_.connections_refused(Transport::kGrpc, RefuseReason::kServerBusy).Add();
+      return Fail(*context, Status(ErrorCode::kServerBusy,
+                                   "server is at its gRPC session limit (" +
+                                       std::to_string(options_.max_sessions) + "); try later"));
+    }
+    auto session = std::make_shared<GrpcSession>(NewToken(), Now(), &metrics_);
+    session->set_id(messenger_.Attach(*session, Transport::kGrpc));
     Result<LoginOk> login =
         messenger_.Login(session->id(), request->username(), request->password());
     if (!login.ok()) {
       messenger_.Detach(session->id());
       return Fail(*context, login.status());
     }
+    // Counted before the session is visible to Retire, which takes it off again.
+    metrics_.connections_accepted(Transport::kGrpc).Add();
+    metrics_.connections_open(Transport::kGrpc).Add();
     {
       std::lock_guard lock(mutex_);
       sessions_.emplace(session->token(), session);
@@ -313,6 +325,14 @@ class GrpcFrontDoor::Impl final : public ServiceBase {
   }
 
  private:
+  grpc::Status Fail(grpc::ServerContextBase& context, const Status& status) {
+    return FailCall(metrics_, context, status);
+  }
+
+  grpc::Status NotLoggedIn(grpc::ServerContextBase& context) {
+    return Fail(context, Status(ErrorCode::kNotLoggedIn, "log in first (no valid session token)"));
+  }
+
   // The live session named by the call's `authorization: Bearer <token>`, or null.
   std::shared_ptr<GrpcSession> Authenticate(const grpc::ServerContextBase& context) {
     const auto& metadata = context.client_metadata();
@@ -347,6 +367,7 @@ class GrpcFrontDoor::Impl final : public ServiceBase {
       sessions_.erase(session.token());
     }
     messenger_.Detach(session.id());
+    metrics_.connections_open(Transport::kGrpc).Sub();
   }
 
   // Ends sessions that never subscribed, retires ended ones, cancels streams stuck on a client
@@ -385,6 +406,7 @@ class GrpcFrontDoor::Impl final : public ServiceBase {
   }
 
   Messenger& messenger_;
+  Metrics& metrics_;
   const GrpcOptions options_;
   std::unique_ptr<grpc::Server> server_;
   std::uint16_t port_ = 0;
@@ -403,6 +425,10 @@ Result<std::unique_ptr<GrpcFrontDoor>> GrpcFrontDoor::Start(Messenger& messenger
                                                             const GrpcOptions& options) {
   if (options.max_sessions < 1) {
     return Status(ErrorCode::kInvalidArgument, "max_sessions must be at least 1");
+  }
+  if (options.tls_cert_pem.empty() != options.tls_key_pem.empty()) {
+    return Status(ErrorCode::kInvalidArgument,
+                  "TLS needs both a certificate and its private key, or neither");
   }
   auto impl = std::make_unique<Impl>(messenger, options);
   if (Status status = impl->Start(); !status.ok()) return status;

@@ -33,12 +33,18 @@ struct GrpcOptions {
   // A session with no Subscribe stream this long after Login ends with LOGIN_TIMEOUT.
   std::uint64_t login_timeout_ms = 30 * 1000;
   std::string server_name = "poco-messenger";
+  // PEM certificate chain and private key. Both set: the port speaks TLS only, with that
+  // identity (no client certificates); both empty: plaintext.
+  std::string tls_cert_pem;
+  std::string tls_key_pem;
 };
 
 class GrpcFrontDoor {
  public:
-  // Binds host:port and starts serving. REQUIRES: `messenger` outlives the result.
-  // Errors: kInvalidArgument (max_sessions < 1), kInternal (cannot bind; the message says where).
+  // Binds host:port and starts serving. REQUIRES: `messenger` outlives the result. Counts its
+  // sessions, refusals, errors and slow consumers in messenger.metrics() (transport grpc).
+  // Errors: kInvalidArgument (max_sessions < 1, only one of the TLS certificate and key),
+  // kInternal (cannot bind, or the TLS pair is unusable; the message says where).
   static Result<std::unique_ptr<GrpcFrontDoor>> Start(Messenger& messenger,
                                                       const GrpcOptions& options);
 

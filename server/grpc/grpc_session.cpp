@@ -25,8 +25,8 @@ v1::EndReason ToProto(EndReason reason) {
 
 }  // namespace
 
-GrpcSession::GrpcSession(std::string token, std::uint64_t created_ms)
-    : token_(std::move(token)), created_ms_(created_ms) {}
+GrpcSession::GrpcSession(std::string token, std::uint64_t created_ms, Metrics* metrics)
+    : token_(std::move(token)), created_ms_(created_ms), metrics_(metrics) {}
 
 void GrpcSession::Deliver(const StoredMessage& message) {
   {
@@ -35,6 +35,7 @@ void GrpcSession::Deliver(const StoredMessage& message) {
     if (held_.size() >= kMaxHeldPushes) {
       // The messages stay stored; they are delivered again to the user's next session.
       held_.clear();
+      if (metrics_ != nullptr) metrics_->slow_consumer_disconnects(Transport::kGrpc).Add();
       EndLocked(v1::END_REASON_SLOW_CONSUMER,
                 "more than " + std::to_string(kMaxHeldPushes) + " pushes waiting to be read",
                 grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "slow consumer"), Now());

@@ -26,7 +26,8 @@ inline constexpr std::size_t kMaxHeldPushes = 1000;
 // queue and never call back into the core.
 class GrpcSession final : public SessionSink {
  public:
-  GrpcSession(std::string token, std::uint64_t created_ms);
+  // With `metrics` (which must outlive the session) a slow consumer is counted there.
+  GrpcSession(std::string token, std::uint64_t created_ms, Metrics* metrics = nullptr);
 
   const std::string& token() const { return token_; }
   std::uint64_t created_ms() const { return created_ms_; }
@@ -76,6 +77,7 @@ class GrpcSession final : public SessionSink {
 
   const std::string token_;
   const std::uint64_t created_ms_;
+  Metrics* const metrics_;
   SessionId id_ = 0;
   std::atomic<bool> retired_{false};
 

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "messenger/server/metrics.h"
 #include "messenger/server/store.h"
 #include "store_internal.h"
 
@@ -24,6 +25,11 @@ using store_internal::TextFingerprint;
 
 class MemoryStore final : public Store {
  public:
+  explicit MemoryStore(Metrics* metrics) : metrics_(metrics) {}
+  ~MemoryStore() override {
+    if (metrics_ != nullptr) metrics_->stored_messages().Sub(stored_);
+  }
+
   Status CreateAccount(const AccountRecord& account) override {
     std::lock_guard lock(mu_);
     // A deleted account keeps its entry (deleted = true), so its key stays taken for ever.
@@ -64,6 +70,7 @@ class MemoryStore final : public Store {
     std::uint32_t destroyed = 0;
     if (const auto queue = queues_.find(key); queue != queues_.end()) {
       destroyed = Clamp32(queue->second.size());
+      CountStored(-static_cast<std::int64_t>(queue->second.size()));
       queues_.erase(queue);
     }
     // The retired key never sends again, so its send log is dead weight.
@@ -103,6 +110,7 @@ class MemoryStore final : public Store {
 
     const std::uint64_t id = next_id_++;
     queue.emplace(id, StoredMessage{id, message.sender_name, message.timestamp_ms, message.text});
+    CountStored(1);
     const SendOk result{id, message.timestamp_ms, message.delivery};
     send_log_.insert_or_assign(send_key, SendRecord{message.recipient_key, fingerprint, result});
     send_log_order_.emplace_back(std::move(send_key), message.timestamp_ms);
@@ -133,8 +141,11 @@ class MemoryStore final : public Store {
     std::lock_guard lock(mu_);
     const auto queue = queues_.find(recipient_key);
     if (queue == queues_.end()) return Status::Ok();
-    for (const std::uint64_t id : ids) queue->second.erase(id);
+    std::size_t removed = 0;
+    for (const std::uint64_t id : ids) removed += queue->second.erase(id);
     if (queue->second.empty()) queues_.erase(queue);
+    CountStored(-static_cast<std::int64_t>(removed));
+    if (metrics_ != nullptr) metrics_->messages_acked().Add(removed);
     return Status::Ok();
   }
 
@@ -151,6 +162,12 @@ class MemoryStore final : public Store {
     SendOk result;
   };
   using SendKey = std::pair<std::string, std::uint64_t>;  // Sender key, client message id.
+
+  // REQUIRES: mu_ held.
+  void CountStored(std::int64_t delta) {
+    stored_ += delta;
+    if (metrics_ != nullptr) metrics_->stored_messages().Add(delta);
+  }
 
   static std::uint32_t Clamp32(std::size_t n) {
     return static_cast<std::uint32_t>(std::min<std::size_t>(n, UINT32_MAX));
@@ -170,6 +187,8 @@ class MemoryStore final : public Store {
     }
   }
 
+  Metrics* const metrics_;
+  std::int64_t stored_ = 0;  // Messages in queues_, guarded by mu_.
   std::mutex mu_;
   // Keyed by canonical name; deleted accounts stay so their keys remain retired.
   std::map<std::string, Account, std::less<>> accounts_;
@@ -182,6 +201,8 @@ class MemoryStore final : public Store {
 
 }  // namespace
 
-std::unique_ptr<Store> MakeMemoryStore() { return std::make_unique<MemoryStore>(); }
+std::unique_ptr<Store> MakeMemoryStore(Metrics* metrics) {
+  return std::make_unique<MemoryStore>(metrics);
+}
 
 }  // namespace messenger

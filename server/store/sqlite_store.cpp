@@ -443,8 +443,14 @@ class SqliteStore final : public Store {
  public:
   static Result<std::unique_ptr<Store>> Open(const SqliteOptions& options);
 
-  SqliteStore(std::unique_ptr<Connection> writer, std::vector<std::unique_ptr<Connection>> readers)
-      : writer_(std::move(writer)), readers_(std::move(readers)) {
+  // `stored` is how many messages the database holds; with `metrics` they are counted from now.
+  SqliteStore(std::unique_ptr<Connection> writer, std::vector<std::unique_ptr<Connection>> readers,
+              Metrics* metrics, std::int64_t stored)
+      : writer_(std::move(writer)), readers_(std::move(readers)), metrics_(metrics) {
+    if (metrics_ != nullptr) {
+      stored_ = stored;
+      metrics_->stored_messages().Add(stored_);
+    }
     if (readers_.empty()) {
       // An in-memory database exists once per connection, so reads share the writer connection
       // and the writer holds it for each whole batch.
@@ -472,6 +478,7 @@ class SqliteStore final : public Store {
     }
     work_ready_.notify_one();
     if (writer_thread_.joinable()) writer_thread_.join();
+    if (metrics_ != nullptr) metrics_->stored_messages().Sub(stored_);
     readers_.clear();
     sqlite3_wal_checkpoint_v2(writer_->handle(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr,
                               nullptr);
@@ -532,6 +539,7 @@ class SqliteStore final : public Store {
       if (!run.ok()) return run;
       queue_lengths_.erase(std::string(key));
       touched_.insert(std::string(key));
+      batch_stored_delta_ -= sqlite3_changes64(db.handle());
       outcome = Clamp32(sqlite3_changes64(db.handle()));
       Query retire(db, kRetireAccount, "DeleteAccount");
       run = retire.Bind(key).Run();
@@ -594,6 +602,7 @@ class SqliteStore final : public Store {
       if (!run.ok()) return run;
       const std::int64_t id = sqlite3_last_insert_rowid(db.handle());
       ++**length;
+      ++batch_stored_delta_;
       Query record(db, kRecordSend, "Append");
       run = record.Bind(message.sender_key)
                 .Bind(ToSql(message.client_message_id))
@@ -659,6 +668,8 @@ class SqliteStore final : public Store {
           Result<std::int64_t*> length = QueueLength(db, recipient_key);
           if (!length.ok()) return length.status();
           --**length;
+          --batch_stored_delta_;
+          ++batch_acked_;
         }
       }
       return Status();
@@ -743,6 +754,9 @@ class SqliteStore final : public Store {
     std::optional<Lease> shared;
     if (shared_connection_) shared.emplace(read_pool_);
     Connection& db = *writer_;
+    const auto start = std::chrono::steady_clock::now();
+    batch_stored_delta_ = 0;
+    batch_acked_ = 0;
     Status status = db.Exec("BEGIN IMMEDIATE", "starting a write transaction");
     for (std::size_t i = 0; status.ok() && i < batch.size(); ++i) {
       try {
@@ -752,8 +766,18 @@ class SqliteStore final : public Store {
       }
     }
     if (status.ok()) status = db.Exec("COMMIT", "committing");
+    if (metrics_ != nullptr) {
+      metrics_->commit_batch_size().Observe(static_cast<double>(batch.size()));
+      metrics_->commit_duration_seconds().Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    }
     if (status.ok()) {
       PublishQueueLengths();
+      if (metrics_ != nullptr) {
+        stored_ += batch_stored_delta_;
+        metrics_->stored_messages().Add(batch_stored_delta_);
+        metrics_->messages_acked().Add(batch_acked_);
+      }
       return status;
     }
     // The lengths counted writes that are now rolled back: count again when next needed.
@@ -773,6 +797,12 @@ class SqliteStore final : public Store {
   ConnectionPool read_pool_;
   bool shared_connection_ = false;
   std::uint64_t appends_since_prune_ = 0;  // Writer thread only.
+  Metrics* const metrics_;                 // Null: nothing is recorded.
+  // Messages stored as of the last commit, and what the current batch changes: writer thread
+  // only (and the destructor, once it has stopped).
+  std::int64_t stored_ = 0;
+  std::int64_t batch_stored_delta_ = 0;
+  std::uint64_t batch_acked_ = 0;
   // Stored messages per recipient key, for those the writer has counted (writer thread only),
   // and the keys whose length the current batch counted or changed.
   std::unordered_map<std::string, std::int64_t> queue_lengths_;
@@ -836,7 +866,15 @@ Result<std::unique_ptr<Store>> SqliteStore::Open(const SqliteOptions& options) {
     }
   }
 
-  auto store = std::make_unique<SqliteStore>(std::move(writer), std::move(readers));
+  std::int64_t stored = 0;
+  if (options.metrics != nullptr) {
+    Result<std::int64_t> count =
+        QueryInt(*writer, "SELECT COUNT(*) FROM messages", "counting the stored messages");
+    if (!count.ok()) return count.status();
+    stored = *count;
+  }
+  auto store =
+      std::make_unique<SqliteStore>(std::move(writer), std::move(readers), options.metrics, stored);
   status = store->Start();
   if (!status.ok()) return status;
   return std::unique_ptr<Store>(std::move(store));

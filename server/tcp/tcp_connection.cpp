@@ -2,6 +2,7 @@
 
 #include <Poco/Exception.h>
 #include <Poco/Net/SocketImpl.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -11,10 +12,15 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <climits>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <limits>
+#include <memory>
+#include <span>
+#include <string>
 #include <utility>
 
 #include "messenger/codec/limits.h"
@@ -45,6 +51,9 @@ constexpr int kSendBufferBytes = 64 * 1024;
 constexpr int kKeepIdleSeconds = 60;
 constexpr int kKeepIntervalSeconds = 10;
 constexpr int kKeepCount = 6;
+// After refusing a connection over TLS: how long input is drained at most before closing, as
+// kLingerMs for a served connection (the client's HELLO follows its handshake at once).
+constexpr std::chrono::milliseconds kRefusalLinger{200};
 
 void SetIntOption(int fd, int level, int name, int value) {
   // Best effort: a socket option the kernel refuses only weakens liveness detection.
@@ -61,7 +70,9 @@ Bytes EncodeServerBusy(const std::string& message) {
 }
 
 void AnswerServerBusy(int fd, const Bytes& busy_frame) {
-  (void)::send(fd, busy_frame.data(), busy_frame.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (!busy_frame.empty()) {
+    (void)::send(fd, busy_frame.data(), busy_frame.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  }
   ::shutdown(fd, SHUT_WR);
   // Unread input (a HELLO sent right after connect) would turn the close into a reset; discard
   // what has already arrived, a bounded amount so a flood cannot hold the calling thread.
@@ -69,6 +80,59 @@ void AnswerServerBusy(int fd, const Bytes& busy_frame) {
   for (int i = 0; i < 16; ++i) {
     if (::recv(fd, sink, sizeof sink, MSG_DONTWAIT) <= 0) break;
   }
+}
+
+std::string AnswerServerBusyTls(int fd, std::shared_ptr<const TlsServerContext> context,
+                                const Bytes& busy_frame, std::chrono::milliseconds timeout) {
+  using SteadyClock = std::chrono::steady_clock;
+  const auto deadline = SteadyClock::now() + timeout;
+  const auto wait_ms = [](SteadyClock::time_point until) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - SteadyClock::now());
+    return static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, INT_MAX));
+  };
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) return std::strerror(errno);
+  Result<std::unique_ptr<TlsSession>> created = TlsSession::Accept(std::move(context), fd);
+  if (!created.ok()) return created.status().message();
+  TlsSession& tls = *created.value();
+  std::string why;
+  std::size_t sent = 0;
+  for (;;) {
+    TlsIo io;
+    if (!tls.established()) {
+      io = tls.Handshake();
+      if (io == TlsIo::kDone) continue;
+    } else if (sent < busy_frame.size()) {
+      std::size_t written = 0;
+      io = tls.Write(std::span<const std::uint8_t>(busy_frame).subspan(sent), written);
+      sent += written;
+      if (io == TlsIo::kDone) continue;
+    } else {
+      break;
+    }
+    if (io != TlsIo::kWantRead && io != TlsIo::kWantWrite) {
+      why = (tls.established() ? "TLS error: " : "TLS handshake failed: ") + tls.error();
+      break;
+    }
+    const int ms = wait_ms(deadline);
+    if (ms == 0) {
+      why = "timed out after " + std::to_string(timeout.count()) + " ms";
+      break;
+    }
+    pollfd socket = {fd, static_cast<short>(io == TlsIo::kWantWrite ? POLLOUT : POLLIN), 0};
+    (void)::poll(&socket, 1, ms);
+  }
+  if (why.empty()) tls.Close();
+  ::shutdown(fd, SHUT_WR);
+  // As AnswerServerBusy, but the client's HELLO may still be on its way: wait for it briefly.
+  const auto linger_until = std::min(deadline, SteadyClock::now() + kRefusalLinger);
+  std::uint8_t sink[1024];
+  for (int i = 0; i < 16; ++i) {
+    pollfd socket = {fd, POLLIN, 0};
+    if (::poll(&socket, 1, wait_ms(linger_until)) <= 0) break;
+    if (::recv(fd, sink, sizeof sink, MSG_DONTWAIT) <= 0) break;
+  }
+  return why;
 }
 
 // ---- TcpFrontDoor::Shared ----
@@ -114,6 +178,23 @@ int TcpFrontDoor::Shared::live() const {
   return static_cast<int>(live_.size());
 }
 
+bool TcpFrontDoor::Shared::BeginTlsRefusal() {
+  std::lock_guard lock(mu_);
+  if (tls_refusals_ >= kMaxTlsRefusals) return false;
+  ++tls_refusals_;
+  return true;
+}
+
+void TcpFrontDoor::Shared::EndTlsRefusal() {
+  std::lock_guard lock(mu_);
+  if (--tls_refusals_ == 0) tls_refusals_done_.notify_all();
+}
+
+bool TcpFrontDoor::Shared::WaitForTlsRefusals(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  return tls_refusals_done_.wait_for(lock, timeout, [this] { return tls_refusals_ == 0; });
+}
+
 // ---- TcpConnection ----
 
 TcpConnection::TcpConnection(const Poco::Net::StreamSocket& socket,
@@ -152,10 +233,18 @@ void TcpConnection::Serve() {
   if (wake_fd_ < 0) {
     // Out of descriptors (see ListeningSocketImpl): the client is told so rather than finding
     // its connection closed without a word.
-    AnswerServerBusy(socket().impl()->sockfd(),
-                     EncodeServerBusy("server is out of file descriptors; try later"));
+    const Bytes busy = EncodeServerBusy("server is out of file descriptors; try later");
+    if (shared_->options.tls) {
+      (void)AnswerServerBusyTls(socket().impl()->sockfd(), shared_->options.tls, busy,
+                                kTlsRefusalTimeout);
+    } else {
+      AnswerServerBusy(socket().impl()->sockfd(), busy);
+    }
     logger_.error(label_ + ": refused with SERVER_BUSY: cannot create an eventfd: " +
                   std::strerror(wake_fd_error_));
+    shared_->messenger.metrics()
+        .connections_refused(Transport::kWire, RefuseReason::kFdExhausted)
+        .Add();
     return;
   }
   Poco::Net::StreamSocket& sock = socket();
@@ -174,7 +263,15 @@ void TcpConnection::Serve() {
   WireSession session(shared_->messenger, *this, options.wire, now);
   session_id_ = session.id();
   label_ = "session " + std::to_string(session_id_) + " from " + peer_;
-  logger_.information(label_ + ": connected (" + std::to_string(shared_->live()) + " live)");
+  if (options.tls) {
+    // The handshake counts against the login timeout: a connection that stalls in it closes
+    // when a silent plain one would.
+    if (!CompleteTlsHandshake(session.Deadline())) return;
+    logger_.information(label_ + ": connected over " + tls_->Description() + " (" +
+                        std::to_string(shared_->live()) + " live)");
+  } else {
+    logger_.information(label_ + ": connected (" + std::to_string(shared_->live()) + " live)");
+  }
 
   // Not value-initialised: recv() touches only the pages it fills, so an idle connection does not
   // keep 64 KiB of zeroes resident (about 90 KiB per idle session with them, 10,000 sessions).
@@ -250,6 +347,8 @@ void TcpConnection::Serve() {
 
     const bool want_read = session_open && !ending && !peer_eof && input_begin == input_end &&
                            pending < kPauseReadingBytes;
+    // Decrypted input already inside the TLS session: poll() cannot see it, so do not wait.
+    const bool tls_buffered = want_read && tls_ && tls_->HasBufferedInput();
     std::uint64_t wake_at = std::numeric_limits<std::uint64_t>::max();
     if (session_open && !ending) wake_at = session.Deadline();
     if (pending > 0 && stalled_since_ms_ != 0) {
@@ -261,9 +360,14 @@ void TcpConnection::Serve() {
       timeout_ms =
           wake_at > now ? static_cast<int>(std::min<std::uint64_t>(wake_at - now, INT_MAX)) : 10;
     }
+    if (tls_buffered) timeout_ms = 0;
+    // TLS may need the other direction: a read may have to write (and a write to read) first.
+    int events = 0;
+    if (want_read) events |= (tls_ && tls_->read_wants_write()) ? POLLOUT : POLLIN;
+    if (pending > 0) events |= (tls_ && tls_->write_wants_read()) ? POLLIN : POLLOUT;
     pollfd fds[2] = {};
     fds[0].fd = fd_;
-    fds[0].events = static_cast<short>((want_read ? POLLIN : 0) | (pending > 0 ? POLLOUT : 0));
+    fds[0].events = static_cast<short>(events);
     fds[1].fd = wake_fd_;
     fds[1].events = POLLIN;
     const int ready = ::poll(fds, 2, timeout_ms);
@@ -277,16 +381,18 @@ void TcpConnection::Serve() {
       std::uint64_t ignored;
       (void)!::read(wake_fd_, &ignored, sizeof ignored);
     }
-    if (want_read && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-      const ssize_t n = ::recv(fd_, input.get(), kReadChunk, 0);
-      if (n > 0) {
+    const bool readable = (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0 || tls_buffered ||
+                          (tls_ && tls_->read_wants_write() && (fds[0].revents & POLLOUT));
+    if (want_read && readable) {
+      std::size_t n = 0;
+      const IoOutcome outcome = ReceiveSome(input.get(), kReadChunk, n, error);
+      if (outcome == IoOutcome::kProgress) {
         input_begin = 0;
-        input_end = static_cast<std::size_t>(n);
-      } else if (n == 0) {
+        input_end = n;
+      } else if (outcome == IoOutcome::kEnd) {
         peer_eof = true;
         reason = CloseReason::kPeerClosed;
-      } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        error = errno;
+      } else if (outcome == IoOutcome::kError) {
         reason = CloseReason::kReadError;
         break;
       }
@@ -304,6 +410,7 @@ void TcpConnection::Serve() {
   const std::string text = label_ + (user_.empty() ? "" : " (" + user_ + ")") +
                            ": closed: " + CloseReasonText(reason, error);
   if (reason == CloseReason::kSlowConsumerStalled || reason == CloseReason::kSlowConsumerOverflow) {
+    shared_->messenger.metrics().slow_consumer_disconnects(Transport::kWire).Add();
     logger_.warning(text);
   } else {
     logger_.information(text);
@@ -370,17 +477,15 @@ bool TcpConnection::Flush(std::uint64_t now_ms, std::size_t& pending, bool& endi
   std::lock_guard lock(mu_);
   bool progress = false;
   while (outbound_sent_ < outbound_.size()) {
-    const ssize_t n = ::send(fd_, outbound_.data() + outbound_sent_,
-                             outbound_.size() - outbound_sent_, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      outbound_sent_ += static_cast<std::size_t>(n);
+    std::size_t n = 0;
+    const IoOutcome outcome =
+        SendSome(outbound_.data() + outbound_sent_, outbound_.size() - outbound_sent_, n, error);
+    if (outcome == IoOutcome::kProgress) {
+      outbound_sent_ += n;
       progress = true;
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    } else if (outcome == IoOutcome::kBlocked) {
       break;
     } else {
-      error = n < 0 ? errno : EPIPE;
       return false;
     }
   }
@@ -399,6 +504,119 @@ bool TcpConnection::Flush(std::uint64_t now_ms, std::size_t& pending, bool& endi
   pending = outbound_.size() - outbound_sent_;
   ending = ending_;
   return true;
+}
+
+bool TcpConnection::CompleteTlsHandshake(std::uint64_t deadline) {
+  Result<std::unique_ptr<TlsSession>> created = TlsSession::Accept(shared_->options.tls, fd_);
+  if (!created.ok()) {
+    logger_.error(label_ + ": cannot start TLS: " + created.status().message());
+    CloseSocket(/*hard=*/true);
+    return false;
+  }
+  tls_ = std::move(created).value();
+  Clock& clock = SystemClock();
+  for (;;) {
+    const TlsIo io = tls_->Handshake();
+    if (io == TlsIo::kDone) return true;
+    if (io != TlsIo::kWantRead && io != TlsIo::kWantWrite) {
+      logger_.information(label_ + ": TLS handshake failed: " + tls_->error());
+      shared_->messenger.metrics()
+          .connections_refused(Transport::kWire, RefuseReason::kTlsHandshake)
+          .Add();
+      // Graceful: the alert OpenSSL has sent must not be destroyed by a reset.
+      CloseSocket(/*hard=*/false);
+      return false;
+    }
+    {
+      std::lock_guard lock(mu_);
+      if (abort_ || ending_) {
+        logger_.information(label_ + ": closed during the TLS handshake: server shutdown");
+        CloseSocket(/*hard=*/true);
+        return false;
+      }
+    }
+    const std::uint64_t now = clock.SteadyMs();
+    if (now >= deadline) {
+      logger_.information(label_ + ": TLS handshake failed: not completed within the login " +
+                          "timeout (" + std::to_string(shared_->options.wire.login_timeout_ms) +
+                          " ms)");
+      shared_->messenger.metrics()
+          .connections_refused(Transport::kWire, RefuseReason::kTlsHandshake)
+          .Add();
+      CloseSocket(/*hard=*/true);
+      return false;
+    }
+    pollfd fds[2] = {};
+    fds[0].fd = fd_;
+    fds[0].events = static_cast<short>(io == TlsIo::kWantWrite ? POLLOUT : POLLIN);
+    fds[1].fd = wake_fd_;
+    fds[1].events = POLLIN;
+    const int ready =
+        ::poll(fds, 2, static_cast<int>(std::min<std::uint64_t>(deadline - now, INT_MAX)));
+    if (ready < 0 && errno != EINTR) {
+      logger_.information(label_ + ": TLS handshake failed: poll: " + std::strerror(errno));
+      CloseSocket(/*hard=*/true);
+      return false;
+    }
+    if (ready > 0 && (fds[1].revents & POLLIN)) {
+      std::uint64_t ignored;
+      (void)!::read(wake_fd_, &ignored, sizeof ignored);
+    }
+  }
+}
+
+TcpConnection::IoOutcome TcpConnection::ReceiveSome(std::uint8_t* buffer, std::size_t capacity,
+                                                    std::size_t& received, int& error) {
+  received = 0;
+  if (!tls_) {
+    const ssize_t n = ::recv(fd_, buffer, capacity, 0);
+    if (n > 0) {
+      received = static_cast<std::size_t>(n);
+      return IoOutcome::kProgress;
+    }
+    if (n == 0) return IoOutcome::kEnd;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return IoOutcome::kBlocked;
+    error = errno;
+    return IoOutcome::kError;
+  }
+  // A TLS read yields at most one record (16 KiB); fill the buffer as far as input allows.
+  while (received < capacity) {
+    std::size_t n = 0;
+    const TlsIo io = tls_->Read(std::span<std::uint8_t>(buffer + received, capacity - received), n);
+    if (io == TlsIo::kDone) {
+      received += n;
+      continue;
+    }
+    if (io == TlsIo::kWantRead || io == TlsIo::kWantWrite) break;
+    if (received > 0) break;  // The end or the error shows again on the next call.
+    if (io == TlsIo::kClosed) return IoOutcome::kEnd;
+    tls_error_ = tls_->error();
+    return IoOutcome::kError;
+  }
+  return received > 0 ? IoOutcome::kProgress : IoOutcome::kBlocked;
+}
+
+TcpConnection::IoOutcome TcpConnection::SendSome(const std::uint8_t* data, std::size_t size,
+                                                 std::size_t& sent, int& error) {
+  sent = 0;
+  if (tls_) {
+    const TlsIo io = tls_->Write(std::span<const std::uint8_t>(data, size), sent);
+    if (io == TlsIo::kDone) return IoOutcome::kProgress;
+    if (io == TlsIo::kWantRead || io == TlsIo::kWantWrite) return IoOutcome::kBlocked;
+    tls_error_ = tls_->error();
+    return IoOutcome::kError;
+  }
+  for (;;) {
+    const ssize_t n = ::send(fd_, data, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      sent = static_cast<std::size_t>(n);
+      return IoOutcome::kProgress;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return IoOutcome::kBlocked;
+    error = n < 0 ? errno : EPIPE;
+    return IoOutcome::kError;
+  }
 }
 
 void TcpConnection::Wake() {
@@ -437,9 +655,9 @@ std::string TcpConnection::CloseReasonText(CloseReason reason, int error) const 
     case CloseReason::kPeerClosed:
       return "peer closed the connection";
     case CloseReason::kReadError:
-      return std::string("receive failed: ") + std::strerror(error);
+      return "receive failed: " + (tls_error_.empty() ? std::strerror(error) : tls_error_);
     case CloseReason::kWriteError:
-      return std::string("send failed: ") + std::strerror(error);
+      return "send failed: " + (tls_error_.empty() ? std::strerror(error) : tls_error_);
     case CloseReason::kProtocolError:
       if (fatal_error_) {
         return "fatal protocol error " + std::string(ErrorCodeName(fatal_error_->code)) + " (" +
@@ -475,6 +693,7 @@ void TcpConnection::CloseSocket(bool hard) {
       // Drop whatever is still queued in the kernel for a client that is not reading.
       socket().setLinger(true, 0);
     } else {
+      if (tls_) tls_->Close();  // close_notify, when nothing is half written.
       ::shutdown(fd_, SHUT_WR);
       Clock& clock = SystemClock();
       const std::uint64_t until = clock.SteadyMs() + kLingerMs;

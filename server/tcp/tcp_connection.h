@@ -22,6 +22,7 @@
 #include "frame_tap.h"
 #include "messenger/codec/codec.h"
 #include "messenger/server/messenger.h"
+#include "messenger/tls/tls_session.h"
 #include "tcp_front_door.h"
 
 namespace messenger {
@@ -32,10 +33,16 @@ class TcpConnection;
 Bytes EncodeServerBusy(const std::string& message);
 
 // Answers a connection the server will not serve: writes `busy_frame` (a fresh socket's send
-// buffer takes it whole), ends the output, and discards a bounded amount of input already
-// received, so that closing does not turn into a reset that destroys the frame in flight.
-// Never blocks. The caller closes `fd`.
+// buffer takes it whole; nothing when it is empty), ends the output, and discards a bounded
+// amount of input already received, so that closing does not turn into a reset that destroys
+// the frame in flight. Never blocks. The caller closes `fd`.
 void AnswerServerBusy(int fd, const Bytes& busy_frame);
+
+// The same over TLS: completes the handshake on `fd`, sends `busy_frame` and close_notify, ends
+// the output and drains input briefly, all within `timeout`. Blocks (up to `timeout`). Returns
+// why the frame could not be delivered (for logs), empty when it was. The caller closes `fd`.
+std::string AnswerServerBusyTls(int fd, std::shared_ptr<const TlsServerContext> context,
+                                const Bytes& busy_frame, std::chrono::milliseconds timeout);
 
 struct TcpFrontDoor::Shared {
   Shared(Messenger& messenger_in, const TcpOptions& options_in);
@@ -51,6 +58,12 @@ struct TcpFrontDoor::Shared {
   // Waits until no connection is registered; false on timeout.
   bool WaitUntilEmpty(std::chrono::milliseconds timeout);
   int live() const;
+  // A refusal over TLS (AnswerServerBusyTls on a thread of its own) starts: false when
+  // kMaxTlsRefusals are running already. Each true is followed by one EndTlsRefusal().
+  bool BeginTlsRefusal();
+  void EndTlsRefusal();
+  // Waits until no refusal over TLS runs; false on timeout.
+  bool WaitForTlsRefusals(std::chrono::milliseconds timeout);
 
   Messenger& messenger;
   const TcpOptions options;
@@ -69,6 +82,8 @@ struct TcpFrontDoor::Shared {
   std::condition_variable empty_;
   std::set<TcpConnection*> live_;
   bool ending_all_ = false;
+  int tls_refusals_ = 0;
+  std::condition_variable tls_refusals_done_;
 };
 
 class TcpConnection final : public Poco::Net::TCPServerConnection, public SessionSink {
@@ -101,7 +116,19 @@ class TcpConnection final : public Poco::Net::TCPServerConnection, public Sessio
     kAborted,
   };
 
+  // What one attempt to move bytes achieved.
+  enum class IoOutcome { kProgress, kBlocked, kEnd, kError };
+
   void Serve();
+  // Completes the TLS handshake without blocking, waiting at most until `deadline` (the login
+  // timeout). Returns false when the connection is over: then it has logged why and closed.
+  bool CompleteTlsHandshake(std::uint64_t deadline);
+  // Reads what the connection has now (decrypted, with TLS) into `buffer`. kEnd: the peer
+  // closed; kError: `error` (errno) or tls_error_ says why.
+  IoOutcome ReceiveSome(std::uint8_t* buffer, std::size_t capacity, std::size_t& received,
+                        int& error);
+  // Writes a prefix of [data, data + size) without blocking.
+  IoOutcome SendSome(const std::uint8_t* data, std::size_t size, std::size_t& sent, int& error);
   // Appends encoded frames to the outbound buffer; returns the unsent byte count.
   std::size_t AppendOutbound(const Bytes& bytes);
   // Writes what the socket takes now; then reports the unsent byte count and whether the
@@ -119,6 +146,9 @@ class TcpConnection final : public Poco::Net::TCPServerConnection, public Sessio
   int fd_ = -1;
   int wake_fd_ = -1;       // eventfd: other threads' pushes wake the loop.
   int wake_fd_error_ = 0;  // errno of the eventfd() that failed, if it did.
+  // With TLS: the session over fd_ (the connection thread's only), and why it failed.
+  std::unique_ptr<TlsSession> tls_;
+  std::string tls_error_;
   std::string peer_;
   std::string label_;  // "session N from ADDRESS", for logs.
   std::uint64_t session_id_ = 0;

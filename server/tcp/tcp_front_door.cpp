@@ -26,6 +26,7 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 
@@ -104,7 +105,10 @@ class ListeningSocketImpl final : public Poco::Net::ServerSocketImpl {
  public:
   explicit ListeningSocketImpl(std::shared_ptr<TcpFrontDoor::Shared> shared)
       : shared_(std::move(shared)),
-        busy_frame_(EncodeServerBusy("server is out of file descriptors; try later")),
+        // On a TLS door the frame would not be TLS: the connection is closed without it.
+        busy_frame_(shared_->options.tls
+                        ? Bytes()
+                        : EncodeServerBusy("server is out of file descriptors; try later")),
         reserve_fd_(OpenReserve()) {}
 
   bool poll(const Poco::Timespan& timeout, int mode) override {
@@ -163,6 +167,9 @@ class ListeningSocketImpl final : public Poco::Net::ServerSocketImpl {
         AnswerServerBusy(fd, busy_frame_);
         ::close(fd);
         shed = true;
+        shared_->messenger.metrics()
+            .connections_refused(Transport::kWire, RefuseReason::kFdExhausted)
+            .Add();
       }
       reserve_fd_ = OpenReserve();
     }
@@ -259,10 +266,17 @@ class AdmissionFilter final : public Poco::Net::TCPServerConnectionFilter {
     try {
       Poco::Net::StreamSocket socket(accepted);
       peer = socket.peerAddress().toString();
-      AnswerServerBusy(socket.impl()->sockfd(), busy_frame_);
+      if (shared_->options.tls) {
+        RefuseOverTls(socket, peer);
+      } else {
+        AnswerServerBusy(socket.impl()->sockfd(), busy_frame_);
+      }
     } catch (const Poco::Exception&) {
       // The client is already gone.
     }
+    shared_->messenger.metrics()
+        .connections_refused(Transport::kWire, RefuseReason::kServerBusy)
+        .Add();
     ++refused_;
     // One warning per second at most, so a flood of refused connections cannot flood the log.
     const std::uint64_t now = SystemClock().SteadyMs();
@@ -273,6 +287,35 @@ class AdmissionFilter final : public Poco::Net::TCPServerConnectionFilter {
                               " refused since the last report");
       last_warning_ms_ = now;
       refused_ = 0;
+    }
+  }
+
+  // SERVER_BUSY over TLS needs a handshake first, which must not hold up the accepting thread:
+  // it runs on a thread of its own that keeps the socket (a copy shares its descriptor). When
+  // kMaxTlsRefusals run already, or no thread can start, the connection is closed unanswered.
+  void RefuseOverTls(const Poco::Net::StreamSocket& socket, const std::string& peer) {
+    if (!shared_->BeginTlsRefusal()) {
+      AnswerServerBusy(socket.impl()->sockfd(), Bytes());
+      return;
+    }
+    try {
+      std::thread([shared = shared_, socket = Poco::Net::StreamSocket(socket), frame = busy_frame_,
+                   peer]() mutable {
+        const std::string why = AnswerServerBusyTls(socket.impl()->sockfd(), shared->options.tls,
+                                                    frame, kTlsRefusalTimeout);
+        if (!why.empty() && shared->logger.debug()) {
+          shared->logger.debug("refusing " + peer + " over TLS: " + why);
+        }
+        try {
+          socket.close();
+        } catch (const Poco::Exception&) {
+          // Already reset by the client.
+        }
+        shared->EndTlsRefusal();
+      }).detach();
+    } catch (const std::system_error&) {
+      shared_->EndTlsRefusal();
+      AnswerServerBusy(socket.impl()->sockfd(), Bytes());
     }
   }
 
@@ -308,6 +351,7 @@ Result<std::unique_ptr<TcpFrontDoor>> TcpFrontDoor::Start(Messenger& messenger,
     const Poco::Net::SocketAddress bound = listener.address();
     door->port_ = bound.port();
     door->loopback_ = bound.host().isLoopback();
+    door->tls_ = options.tls != nullptr;
 
     // TCPServer hands connections to a thread pool and queues them, unserved, when the pool is
     // full; and a maxThreads above the pool's capacity has no effect. So the pool is ours and
@@ -369,6 +413,10 @@ bool TcpFrontDoor::Shutdown(std::chrono::milliseconds flush_timeout) {
   }
   server_.reset();
   if (pool_) pool_->joinAll();
+  // Refusals over TLS touch neither the Messenger nor the store, but should not outlive the door.
+  if (!shared_->WaitForTlsRefusals(kTlsRefusalTimeout + std::chrono::seconds(1))) {
+    logger.warning("refusals over TLS still running; leaving them to finish");
+  }
   shut_down_ = true;
   return true;
 }

@@ -1,10 +1,17 @@
-// TcpFrontDoor: the wire protocol over plain TCP, served with POCO's TCPServer.
+// TcpFrontDoor: the wire protocol over TCP, plain or TLS, served with POCO's TCPServer.
 //
 // Each accepted connection gets a thread from a pool sized for --max-connections and runs a small
 // poll() loop: bytes received go to a WireSession, its replies and the pushes the core sends from
 // other threads (SessionSink) share one outbound buffer that is written without ever blocking.
 // A connection beyond the limit is answered ERROR(SERVER_BUSY) and closed on the accepting thread,
 // so a full server refuses at once instead of letting connections wait in a queue.
+//
+// With TLS (TcpOptions::tls) the loop first completes the TLS handshake, without blocking and
+// within the login timeout, then carries the same bytes through TLS. A connection beyond the
+// limit is refused after a TLS handshake, so that the client reads SERVER_BUSY rather than bytes
+// that are not TLS: up to kMaxTlsRefusals such handshakes run at once on threads of their own,
+// each given kTlsRefusalTimeout; beyond that a refused connection is closed without an answer.
+// Out of descriptors, a refused TLS connection is closed without an answer too.
 //
 // Thread-safety: Start, StopAccepting and Shutdown are called from one controlling thread.
 #ifndef MESSENGER_SERVER_TCP_TCP_FRONT_DOOR_H_
@@ -19,6 +26,7 @@
 #include "messenger/codec/status.h"
 #include "messenger/server/messenger.h"
 #include "messenger/server/wire_session.h"
+#include "messenger/tls/tls_context.h"
 
 namespace Poco {
 class ThreadPool;
@@ -41,7 +49,14 @@ struct TcpOptions {
   // Unsent bytes and no write progress for this long: the client is too slow, disconnected.
   std::uint64_t send_timeout_ms = 10 * 1000;
   WireOptions wire;
+  // The server's certificate and key; null: plain TCP.
+  std::shared_ptr<const TlsServerContext> tls;
 };
+
+// Refusals of connections beyond the limit that may run a TLS handshake at once, and how long
+// each may take: bounded, because each holds a descriptor and a thread.
+inline constexpr int kMaxTlsRefusals = 16;
+inline constexpr std::chrono::milliseconds kTlsRefusalTimeout{3000};
 
 class TcpFrontDoor {
  public:
@@ -59,6 +74,8 @@ class TcpFrontDoor {
   std::uint16_t port() const { return port_; }
   // True iff the listening address is a loopback address (127.0.0.0/8, ::1).
   bool loopback() const { return loopback_; }
+  // True iff connections speak TLS (TcpOptions::tls was given).
+  bool tls() const { return tls_; }
   // Connections currently being served.
   int live_connections() const;
 
@@ -82,6 +99,7 @@ class TcpFrontDoor {
   std::unique_ptr<Poco::Net::TCPServer> server_;
   std::uint16_t port_ = 0;
   bool loopback_ = false;
+  bool tls_ = false;
   bool accepting_ = false;
   bool shut_down_ = false;
 };

@@ -1025,7 +1025,7 @@ TEST(HumanMessageTest, EveryCodeHasItsOwnPlainSentence) {
     EXPECT_EQ(sentence.back(), '.') << sentence;
     sentences.insert(sentence);
   }
-  EXPECT_EQ(codes, 29);  // OK, the 25 wire codes and the 3 local ones.
+  EXPECT_EQ(codes, 30);  // OK, the 25 wire codes and the 4 local ones.
   EXPECT_EQ(sentences.size(), static_cast<std::size_t>(codes));
 }
 
@@ -1037,6 +1037,16 @@ TEST(HumanMessageTest, SaysWhatHappenedInPlainWords) {
             "Lost the connection to the server.");
   EXPECT_EQ(HumanMessage(Status(ErrorCode::kTimeout, "no answer")),
             "The server did not answer in time.");
+}
+
+TEST(HumanMessageTest, SaysWhyASecureConnectionFailed) {
+  EXPECT_EQ(
+      HumanMessage(Status(ErrorCode::kTlsFailed,
+                          "TLS handshake with 10.0.0.5:5050 failed: certificate has expired")),
+      "No secure connection to the server: TLS handshake with 10.0.0.5:5050 failed: "
+      "certificate has expired.");
+  EXPECT_EQ(HumanMessage(Status(ErrorCode::kTlsFailed, "")),
+            "Could not set up a secure connection to the server.");
 }
 
 TEST(HumanMessageTest, QuotesAServerRuleOnlyWhenItIsPlainText) {

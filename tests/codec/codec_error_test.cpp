@@ -882,6 +882,7 @@ const CodeRow kLocalCodes[] = {
     {ErrorCode::kConnectionFailed, 1000, "CONNECTION_FAILED", false},
     {ErrorCode::kDisconnected, 1001, "DISCONNECTED", false},
     {ErrorCode::kTimeout, 1002, "TIMEOUT", false},
+    {ErrorCode::kTlsFailed, 1003, "TLS_FAILED", false},
 };
 
 TEST(StatusTest, OnlyListedValuesAreKnownErrorCodes) {

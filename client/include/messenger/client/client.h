@@ -74,8 +74,10 @@ class Client {
  public:
   virtual ~Client() = default;
 
-  // Connects and performs the HELLO handshake. Errors: kConnectionFailed, kTimeout, and the
-  // server's handshake errors (kUnsupportedVersion, kServerBusy). OK at once if connected.
+  // Connects (with TLS when options.tls.enabled) and performs the HELLO handshake. Errors:
+  // kConnectionFailed, kTlsFailed (handshake failed, certificate not trusted or not for the
+  // server's name; the message says which), kTimeout, and the server's handshake errors
+  // (kUnsupportedVersion, kServerBusy). OK at once if connected.
   virtual Status Connect() = 0;
   // Closes the connection; pending requests fail with kDisconnected; no Disconnected push.
   // Idempotent.
@@ -129,7 +131,8 @@ std::unique_ptr<Client> MakeWireClient(ClientOptions options, PushHandler on_pus
 // - Ping() without a session calls GetServerInfo instead (gRPC's Ping needs a session).
 // - Errors: the protocol's code comes from the `messenger-error-bin` trailer, the message from
 //   the gRPC status. Without that trailer: DEADLINE_EXCEEDED (the request timeout) -> kTimeout;
-//   UNAVAILABLE and CANCELLED -> kDisconnected (kConnectionFailed from Connect());
+//   UNAVAILABLE and CANCELLED -> kDisconnected (kConnectionFailed from Connect(), or kTlsFailed
+//   when TLS is on and gRPC names the handshake or the certificate as the cause);
 //   RESOURCE_EXHAUSTED (a message over the size limit) -> kFrameTooLarge; UNIMPLEMENTED ->
 //   kUnknownType; anything else -> kInternal. Strings that are not UTF-8 fail with kInvalidUtf8
 //   before anything is sent, as the wire encoder does.

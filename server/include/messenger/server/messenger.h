@@ -19,6 +19,7 @@
 #include "messenger/codec/messages.h"
 #include "messenger/codec/status.h"
 #include "messenger/server/clock.h"
+#include "messenger/server/metrics.h"
 #include "messenger/server/password_hasher.h"
 #include "messenger/server/store.h"
 
@@ -52,13 +53,17 @@ struct MessengerOptions {
 
 class Messenger {
  public:
-  Messenger(Store& store, PasswordHasher& hasher, Clock& clock, MessengerOptions options = {});
+  // Counts into `metrics` (which must outlive this object), or into a Metrics of its own when
+  // null; either way metrics() is the instance the front doors record to.
+  Messenger(Store& store, PasswordHasher& hasher, Clock& clock, MessengerOptions options = {},
+            Metrics* metrics = nullptr);
   ~Messenger();
   Messenger(const Messenger&) = delete;
   Messenger& operator=(const Messenger&) = delete;
 
-  // Registers a connection whose pushes go to `sink`. REQUIRES: `sink` outlives Detach().
-  SessionId Attach(SessionSink& sink);
+  // Registers a connection whose pushes go to `sink`; `transport` labels its logged-in session
+  // in the metrics. REQUIRES: `sink` outlives Detach().
+  SessionId Attach(SessionSink& sink, Transport transport = Transport::kWire);
   // The connection is gone: logs it out. Messages pushed or fetched on it but not ACKed become
   // undelivered again. Idempotent.
   void Detach(SessionId session);
@@ -103,7 +108,13 @@ class Messenger {
   // Ends every logged-in session with SERVER_SHUTDOWN; later LOGINs fail with kInternal.
   void Shutdown();
 
+  // OK iff the core serves requests: not shut down, and the store answers a read.
+  // Errors: kInternal with a one-line reason (shutting down, or the store's error).
+  Status CheckReady();
+
   const MessengerOptions& options() const;
+  // The metrics of this server; thread-safe to update from any thread.
+  Metrics& metrics() const;
 
  private:
   struct State;

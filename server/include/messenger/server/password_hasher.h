@@ -10,6 +10,8 @@
 
 namespace messenger {
 
+class Metrics;
+
 // Thread-safe. Calls block while the concurrency cap is reached.
 class PasswordHasher {
  public:
@@ -25,8 +27,11 @@ enum class PasswordCost {
   kTest,         // Minimum cost: fast tests and benchmarks only, never real accounts.
 };
 
-// REQUIRES: max_concurrent >= 1. Errors: kInternal if libsodium cannot initialise.
-Result<std::unique_ptr<PasswordHasher>> MakeArgon2Hasher(PasswordCost cost, int max_concurrent);
+// REQUIRES: max_concurrent >= 1. With `metrics` (which must outlive the hasher), every Hash and
+// Verify records how long it waited for a free slot (password_hash_wait_seconds).
+// Errors: kInternal if libsodium cannot initialise.
+Result<std::unique_ptr<PasswordHasher>> MakeArgon2Hasher(PasswordCost cost, int max_concurrent,
+                                                         Metrics* metrics = nullptr);
 
 }  // namespace messenger
 

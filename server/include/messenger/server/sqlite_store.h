@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "messenger/server/metrics.h"
 #include "messenger/server/store.h"
 
 namespace messenger {
@@ -18,6 +19,10 @@ enum class SyncMode {
 struct SqliteOptions {
   std::string path = "messenger.db";
   SyncMode sync = SyncMode::kFull;
+  // When set (it must outlive the store): stored_messages, messages_acked and the group-commit
+  // histograms are kept up to date. The messages found at open count from then on, and leave
+  // the gauge when the store is destroyed.
+  Metrics* metrics = nullptr;
 };
 
 // Opens (creating if absent) and migrates the database, checks its integrity.

@@ -20,6 +20,8 @@
 
 namespace messenger {
 
+class Metrics;
+
 struct AccountRecord {
   std::string key;   // Canonical (lower-case) name.
   std::string name;  // As registered.
@@ -91,8 +93,9 @@ class Store {
 };
 
 // A store kept in memory only: for tests, fuzzing and `--db :memory:`. Nothing survives the
-// process.
-std::unique_ptr<Store> MakeMemoryStore();
+// process. With `metrics` (which must outlive the store) it keeps stored_messages and
+// messages_acked up to date; its messages leave the gauge when it is destroyed.
+std::unique_ptr<Store> MakeMemoryStore(Metrics* metrics = nullptr);
 
 }  // namespace messenger
 

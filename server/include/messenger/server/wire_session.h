@@ -27,6 +27,7 @@ struct WireOptions {
 class WireSession {
  public:
   // Attaches to `messenger` with `sink` for pushes. REQUIRES: both outlive this object.
+  // The connection counts as accepted and open (Metrics, transport wire) while this exists.
   WireSession(Messenger& messenger, SessionSink& sink, WireOptions options, std::uint64_t now_ms);
   ~WireSession();  // Detaches: unACKed messages become undelivered again.
   WireSession(const WireSession&) = delete;
