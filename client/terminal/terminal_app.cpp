@@ -704,6 +704,10 @@ std::optional<std::string> ReadPasswordFile(const std::string& path) {
 
 int RunClient(int argc, char** argv) {
   SetUpLocale();
+  // gRPC's library logs its own diagnostics (e.g. every failed TLS handshake) to stderr, which
+  // would land between the client's lines; the client reports failures itself. A user who wants
+  // them sets GRPC_VERBOSITY, which this does not override. Before any gRPC use: read at init.
+  ::setenv("GRPC_VERBOSITY", "NONE", /*overwrite=*/0);
   const std::vector<std::string> args(argv + std::min(argc, 1), argv + argc);
   const OptionsResult parsed = ParseOptions(args);
   if (!parsed.error.empty()) {

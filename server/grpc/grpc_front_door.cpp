@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <climits>
 #include <condition_variable>
 #include <limits>
 #include <mutex>
@@ -132,6 +133,11 @@ class GrpcFrontDoor::Impl final : public ServiceBase {
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10 * 1000);
     builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    // A connection that has not finished its TLS and HTTP/2 handshakes by the login timeout is
+    // closed, as the wire door closes one (gRPC's own default waits 120 s).
+    builder.AddChannelArgument(
+        GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+        static_cast<int>(std::min<std::uint64_t>(options_.login_timeout_ms, INT_MAX)));
     server_ = builder.BuildAndStart();
     if (!server_ || bound_port == 0) {
       return Status(ErrorCode::kInternal,

@@ -2,7 +2,12 @@
 // (the client library) chat through verified TLS, and the gRPC client refuses what it cannot
 // verify, quickly and saying why. Loopback only; every wait is bounded.
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -27,6 +32,7 @@
 #include "messenger/tls/tls_context.h"
 #include "tcp_front_door.h"
 #include "test_pki.h"
+#include "test_support.h"
 
 namespace messenger {
 namespace {
@@ -35,27 +41,14 @@ using namespace std::chrono_literals;
 using std::chrono::milliseconds;
 using SteadyClock = std::chrono::steady_clock;
 using testing::Pki;
+using testing::PlainHasher;
 
 constexpr milliseconds kWait{10000};
 // What "fails quickly" means: far below the connect timeout, far above loopback latency.
 constexpr milliseconds kQuickly{4000};
 constexpr std::string_view kPassword = "correct horse";
-
-#define ASSERT_OK(expr)                              \
-  do {                                               \
-    const Status status_ = (expr);                   \
-    ASSERT_TRUE(status_.ok()) << status_.ToString(); \
-  } while (false)
-
-class PlainHasher final : public PasswordHasher {
- public:
-  Result<std::string> Hash(std::string_view password) override {
-    return "plain:" + std::string(password);
-  }
-  bool Verify(std::string_view hash, std::string_view password) override {
-    return hash == "plain:" + std::string(password);
-  }
-};
+// Short, so that a stalled handshake is seen to end; a logged-in client subscribes at once.
+constexpr milliseconds kLoginTimeout{1500};
 
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -107,6 +100,7 @@ class TlsBothDoorsTest : public ::testing::Test {
     GrpcOptions grpc;
     grpc.host = "127.0.0.1";
     grpc.port = 0;
+    grpc.login_timeout_ms = kLoginTimeout.count();
     grpc.tls_cert_pem = ReadAll(Pki().File("server.pem"));
     grpc.tls_key_pem = ReadAll(Pki().File("server.key"));
     Result<std::unique_ptr<GrpcFrontDoor>> grpc_door = GrpcFrontDoor::Start(messenger_, grpc);
@@ -211,6 +205,27 @@ TEST_F(TlsBothDoorsTest, InsecureGrpcClientConnectsWithoutVerifying) {
   options.tls.insecure = true;
   std::unique_ptr<Client> client = MakeGrpcClient(options, {});
   Join(*client, "carol");
+}
+
+TEST_F(TlsBothDoorsTest, AConnectionThatNeverStartsTheHandshakeIsClosedAtTheLoginTimeout) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(grpc_door_->port());
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof address), 0);
+  const auto start = SteadyClock::now();
+  // Silent: the server must close the connection (end of stream), not wait forever.
+  pollfd readable = {fd, POLLIN, 0};
+  char byte = 0;
+  const bool closed =
+      ::poll(&readable, 1, static_cast<int>(kWait.count())) == 1 && ::recv(fd, &byte, 1, 0) <= 0;
+  const auto took = std::chrono::duration_cast<milliseconds>(SteadyClock::now() - start);
+  ::close(fd);
+  EXPECT_TRUE(closed);
+  EXPECT_GE(took, kLoginTimeout - 500ms);
+  EXPECT_LT(took, kLoginTimeout + kQuickly);
 }
 
 TEST_F(TlsBothDoorsTest, PlaintextGrpcClientIsNotServedByTheTlsDoor) {
