@@ -41,6 +41,7 @@
 #include "messenger/server/password_hasher.h"
 #include "messenger/server/store.h"
 #include "tcp_front_door.h"
+#include "test_support.h"
 
 namespace messenger {
 namespace {
@@ -48,47 +49,16 @@ namespace {
 using namespace std::chrono_literals;
 using std::chrono::milliseconds;
 using SteadyClock = std::chrono::steady_clock;
+using testing::Eventually;
+using testing::PlainHasher;
 
 // Bound on waiting for anything that should happen promptly on loopback.
 constexpr milliseconds kWait{5000};
 constexpr std::string_view kPassword = "correct horse";
 
-#define EXPECT_OK(expr)                              \
-  do {                                               \
-    const Status status_ = (expr);                   \
-    EXPECT_TRUE(status_.ok()) << status_.ToString(); \
-  } while (false)
-#define ASSERT_OK(expr)                              \
-  do {                                               \
-    const Status status_ = (expr);                   \
-    ASSERT_TRUE(status_.ok()) << status_.ToString(); \
-  } while (false)
-
 milliseconds Since(SteadyClock::time_point start) {
   return std::chrono::duration_cast<milliseconds>(SteadyClock::now() - start);
 }
-
-// Polls `condition` every 10 ms until it holds or `timeout` passes; returns its last value.
-template <typename Condition>
-bool Eventually(Condition condition, milliseconds timeout = kWait) {
-  const auto deadline = SteadyClock::now() + timeout;
-  while (!condition()) {
-    if (SteadyClock::now() >= deadline) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
-}
-
-// The client is under test, not password storage: a transparent stand-in keeps logins fast.
-class PlainHasher final : public PasswordHasher {
- public:
-  Result<std::string> Hash(std::string_view password) override {
-    return "plain:" + std::string(password);
-  }
-  bool Verify(std::string_view hash, std::string_view password) override {
-    return hash == "plain:" + std::string(password);
-  }
-};
 
 // Records every push a client hands to its handler. Thread-safe.
 class PushLog {

@@ -49,6 +49,7 @@
 #include "messenger/server/password_hasher.h"
 #include "messenger/server/store.h"
 #include "tcp_front_door.h"
+#include "test_support.h"
 
 extern char** environ;
 
@@ -58,6 +59,7 @@ namespace {
 using namespace std::chrono_literals;
 using std::chrono::milliseconds;
 using SteadyClock = std::chrono::steady_clock;
+using testing::PlainHasher;
 
 // Bound on waiting for anything that should happen promptly on loopback.
 constexpr milliseconds kWait{10000};
@@ -352,17 +354,6 @@ TEST_F(CursorRowTest, ControlCharactersTakeTwoColumnsAndTabsAlign) {
 // ======================================================================================
 // The real binary against an in-process server
 // ======================================================================================
-
-// The client is under test, not password storage: a transparent stand-in keeps logins fast.
-class PlainHasher final : public PasswordHasher {
- public:
-  Result<std::string> Hash(std::string_view password) override {
-    return "plain:" + std::string(password);
-  }
-  bool Verify(std::string_view hash, std::string_view password) override {
-    return hash == "plain:" + std::string(password);
-  }
-};
 
 // Messages a library client received, for the test to wait on. Thread-safe.
 class Inbox {
@@ -856,7 +847,7 @@ class TerminalClientTest : public ::testing::Test {
     options.port = 0;
     options.max_connections = 64;
     Result<std::unique_ptr<TcpFrontDoor>> door = TcpFrontDoor::Start(messenger_, options);
-    ASSERT_TRUE(door.ok()) << door.status().ToString();
+    ASSERT_OK(door.status());
     door_ = std::move(door).value();
     port_ = door_->port();
   }
@@ -873,7 +864,7 @@ class TerminalClientTest : public ::testing::Test {
     options.host = "127.0.0.1";
     options.port = 0;
     Result<std::unique_ptr<GrpcFrontDoor>> door = GrpcFrontDoor::Start(messenger_, options);
-    EXPECT_TRUE(door.ok()) << door.status().ToString();
+    EXPECT_OK(door.status());
     if (!door.ok()) return 0;
     grpc_door_ = std::move(door).value();
     return grpc_door_->port();
@@ -889,7 +880,7 @@ class TerminalClientTest : public ::testing::Test {
 
   void CreateAccount(const std::string& name) {
     const Status created = messenger_.CreateAccount(name, kPassword);
-    ASSERT_TRUE(created.ok()) << created.ToString();
+    ASSERT_OK(created);
   }
 
   // A library client logged in as `name` (registered first).
@@ -902,9 +893,9 @@ class TerminalClientTest : public ::testing::Test {
     options.request_timeout = kWait;
     std::unique_ptr<Client> client = MakeWireClient(options, std::move(handler));
     const Status connected = client->Connect();
-    EXPECT_TRUE(connected.ok()) << connected.ToString();
+    EXPECT_OK(connected);
     const Result<LoginOk> login = client->Login(name, kPassword);
-    EXPECT_TRUE(login.ok()) << login.status().ToString();
+    EXPECT_OK(login.status());
     return client;
   }
 

@@ -38,6 +38,7 @@
 #include "messenger/server/store.h"
 #include "prometheus_text.h"
 #include "tcp_front_door.h"
+#include "test_support.h"
 
 #ifndef MESSENGER_SERVER_BINARY
 #error "MESSENGER_SERVER_BINARY must name the poco_messenger binary under test"
@@ -51,6 +52,7 @@ namespace {
 using namespace std::chrono_literals;
 using test::ParsePrometheusText;
 using test::PromExposition;
+using testing::Eventually;
 
 constexpr std::chrono::milliseconds kWait{5000};
 constexpr char kPassword[] = "correct horse";
@@ -111,17 +113,6 @@ void ExpectMoved(const PromExposition& before, const PromExposition& after,
   for (const auto& [key, delta] : expected) EXPECT_TRUE(seen.count(key)) << "no series " << key;
 }
 
-// Polls `condition` every 10 ms until it holds or `timeout` passes; returns its last value.
-template <typename Condition>
-bool Eventually(Condition condition, std::chrono::milliseconds timeout = kWait) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
-}
-
 // Counts DELIVER pushes without accepting them, so the client ACKs nothing on its own.
 class Deliveries {
  public:
@@ -162,11 +153,11 @@ class AdminTest : public ::testing::Test {
     dir_ = FreshDirectory();
     Result<std::unique_ptr<Store>> store =
         OpenSqliteStore({(dir_ / "messenger.db").string(), SyncMode::kNormal, &metrics_});
-    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    ASSERT_OK(store.status());
     store_ = std::move(store).value();
     Result<std::unique_ptr<PasswordHasher>> hasher =
         MakeArgon2Hasher(PasswordCost::kTest, 2, &metrics_);
-    ASSERT_TRUE(hasher.ok()) << hasher.status().ToString();
+    ASSERT_OK(hasher.status());
     hasher_ = std::move(hasher).value();
     messenger_ = std::make_unique<Messenger>(*store_, *hasher_, SystemClock(), MessengerOptions{},
                                              &metrics_);
@@ -176,12 +167,12 @@ class AdminTest : public ::testing::Test {
     tcp.port = 0;
     tcp.max_connections = 16;
     Result<std::unique_ptr<TcpFrontDoor>> door = TcpFrontDoor::Start(*messenger_, tcp);
-    ASSERT_TRUE(door.ok()) << door.status().ToString();
+    ASSERT_OK(door.status());
     door_ = std::move(door).value();
 
     Result<std::unique_ptr<AdminServer>> admin =
         AdminServer::Start(messenger_->metrics(), [this] { return messenger_->CheckReady(); }, {});
-    ASSERT_TRUE(admin.ok()) << admin.status().ToString();
+    ASSERT_OK(admin.status());
     admin_ = std::move(admin).value();
     EXPECT_TRUE(admin_->loopback());
   }
@@ -219,7 +210,7 @@ class AdminTest : public ::testing::Test {
     options.request_timeout = kWait;
     std::unique_ptr<Client> client = MakeWireClient(options, std::move(handler));
     const Status status = client->Connect();
-    EXPECT_TRUE(status.ok()) << status.ToString();
+    EXPECT_OK(status);
     return client;
   }
 
@@ -241,17 +232,17 @@ TEST_F(AdminTest, MetricsMoveByExactlyWhatTheClientsDid) {
   EXPECT_EQ(alice->Login("alice", "wrong password").status().code(), ErrorCode::kAuthFailed);
   ASSERT_TRUE(alice->Login("alice", kPassword).ok());
   const Result<SendOk> queued = alice->Send("bob", "while you were out");
-  ASSERT_TRUE(queued.ok()) << queued.status().ToString();
+  ASSERT_OK(queued.status());
   EXPECT_EQ(queued->delivery, Delivery::kQueued);
   EXPECT_EQ(alice->Send("nobody", "hello?").status().code(), ErrorCode::kUnknownRecipient);
 
   Deliveries deliveries;
   std::unique_ptr<Client> bob = Connected(deliveries.Handler());
   const Result<LoginOk> bob_login = bob->Login("bob", kPassword);
-  ASSERT_TRUE(bob_login.ok()) << bob_login.status().ToString();
+  ASSERT_OK(bob_login.status());
   EXPECT_EQ(bob_login->unread_count, 1u);
   const Result<SendOk> live = alice->Send("bob", "are you there?");
-  ASSERT_TRUE(live.ok()) << live.status().ToString();
+  ASSERT_OK(live.status());
   EXPECT_EQ(live->delivery, Delivery::kDelivered);
   ASSERT_TRUE(deliveries.WaitFor(1));
 
@@ -260,7 +251,7 @@ TEST_F(AdminTest, MetricsMoveByExactlyWhatTheClientsDid) {
             2);
 
   const Result<MessageBatch> batch = bob->FetchUndelivered(10);
-  ASSERT_TRUE(batch.ok()) << batch.status().ToString();
+  ASSERT_OK(batch.status());
   ASSERT_EQ(batch->messages.size(), 1u);  // The pushed one is not fetched again.
   EXPECT_EQ(batch->messages[0].message_id, queued->message_id);
   const std::uint64_t ids[] = {queued->message_id, live->message_id};

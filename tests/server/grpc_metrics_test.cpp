@@ -24,6 +24,7 @@
 #include "messenger/server/store.h"
 #include "messenger/v1/messenger.grpc.pb.h"
 #include "prometheus_text.h"
+#include "test_support.h"
 
 #ifndef MESSENGER_MAKE_TEST_CERTS
 #error "MESSENGER_MAKE_TEST_CERTS must name tests/support/make-test-certs"
@@ -75,7 +76,7 @@ class GrpcMetricsTest : public ::testing::Test {
     options.port = 0;
     options.max_sessions = 2;
     Result<std::unique_ptr<GrpcFrontDoor>> door = GrpcFrontDoor::Start(messenger_, options);
-    ASSERT_TRUE(door.ok()) << door.status().ToString();
+    ASSERT_OK(door.status());
     door_ = std::move(door).value();
     stub_ = v1::Messenger::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(door_->port()),
                                                        grpc::InsecureChannelCredentials()));
@@ -226,7 +227,7 @@ class GrpcTlsTest : public ::testing::Test {
     options.tls_cert_pem = cert;
     options.tls_key_pem = key;
     Result<std::unique_ptr<GrpcFrontDoor>> door = GrpcFrontDoor::Start(messenger_, options);
-    ASSERT_TRUE(door.ok()) << door.status().ToString();
+    ASSERT_OK(door.status());
     door_ = std::move(door).value();
   }
 

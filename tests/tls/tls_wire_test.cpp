@@ -39,6 +39,7 @@
 #include "messenger/tls/tls_context.h"
 #include "tcp_front_door.h"
 #include "test_pki.h"
+#include "test_support.h"
 
 namespace messenger {
 namespace {
@@ -46,42 +47,18 @@ namespace {
 using namespace std::chrono_literals;
 using std::chrono::milliseconds;
 using SteadyClock = std::chrono::steady_clock;
+using testing::Eventually;
 using testing::Pki;
+using testing::PlainHasher;
 
 constexpr milliseconds kWait{10000};
 // What "fails quickly" means: far below any timeout involved, far above loopback latency.
 constexpr milliseconds kQuickly{3000};
 constexpr std::string_view kPassword = "correct horse";
 
-#define ASSERT_OK(expr)                              \
-  do {                                               \
-    const Status status_ = (expr);                   \
-    ASSERT_TRUE(status_.ok()) << status_.ToString(); \
-  } while (false)
-
 bool Contains(std::string_view text, std::string_view part) {
   return text.find(part) != std::string_view::npos;
 }
-
-template <typename Condition>
-bool Eventually(Condition condition, milliseconds timeout = kWait) {
-  const auto deadline = SteadyClock::now() + timeout;
-  while (!condition()) {
-    if (SteadyClock::now() >= deadline) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
-}
-
-class PlainHasher final : public PasswordHasher {
- public:
-  Result<std::string> Hash(std::string_view password) override {
-    return "plain:" + std::string(password);
-  }
-  bool Verify(std::string_view hash, std::string_view password) override {
-    return hash == "plain:" + std::string(password);
-  }
-};
 
 // Collects deliveries; the handler can be held shut (the client's reader then stops reading).
 class Inbox {
@@ -187,11 +164,11 @@ class TlsWireTest : public ::testing::Test {
                                    PushHandler handler = {}) {
     std::unique_ptr<Client> client = MakeWireClient(std::move(options), std::move(handler));
     const Status connected = client->Connect();
-    EXPECT_TRUE(connected.ok()) << connected.ToString();
+    EXPECT_OK(connected);
     const Status created = client->CreateAccount(name, kPassword);
     EXPECT_TRUE(created.ok() || created.code() == ErrorCode::kUsernameTaken) << created.ToString();
     const Status login = client->Login(name, kPassword).status();
-    EXPECT_TRUE(login.ok()) << login.ToString();
+    EXPECT_OK(login);
     return client;
   }
 
@@ -274,7 +251,7 @@ TEST_F(TlsWireTest, ClientReconnectsAndLogsInAgainOverTls) {
   ServerConfig config;
   config.port = port;
   ASSERT_OK(StartServer(config));
-  ASSERT_TRUE(Eventually([&] { return bob->Ping().ok(); }));
+  ASSERT_TRUE(Eventually([&] { return bob->Ping().ok(); }, kWait));
   std::unique_ptr<Client> alice = LoggedIn("alice", TlsOptions());
   Result<SendOk> sent = alice->Send("bob", "welcome back");
   ASSERT_OK(sent.status());
@@ -433,7 +410,7 @@ TEST_F(TlsWireTest, ConnectionsThatNeverFinishTheHandshakeCloseAtTheLoginTimeout
   const auto took = SteadyClock::now() - start;
   EXPECT_GE(took, 800ms);
   EXPECT_LT(took, 4s);
-  EXPECT_TRUE(Eventually([&] { return door_->live_connections() == 0; }));
+  EXPECT_TRUE(Eventually([&] { return door_->live_connections() == 0; }, kWait));
 }
 
 // ---- poco_messenger client ----
