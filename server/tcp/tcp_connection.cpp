@@ -245,6 +245,8 @@ void TcpConnection::Serve() {
     shared_->messenger.metrics()
         .connections_refused(Transport::kWire, RefuseReason::kFdExhausted)
         .Add();
+    // SERVER_BUSY is an ERROR like any other (over TLS it may still fail in the handshake).
+    shared_->messenger.metrics().errors(Transport::kWire, ErrorCode::kServerBusy).Add();
     return;
   }
   Poco::Net::StreamSocket& sock = socket();

@@ -170,6 +170,9 @@ class ListeningSocketImpl final : public Poco::Net::ServerSocketImpl {
         shared_->messenger.metrics()
             .connections_refused(Transport::kWire, RefuseReason::kFdExhausted)
             .Add();
+        if (!busy_frame_.empty()) {  // Over TLS the shed connection gets no frame.
+          shared_->messenger.metrics().errors(Transport::kWire, ErrorCode::kServerBusy).Add();
+        }
       }
       reserve_fd_ = OpenReserve();
     }
@@ -277,6 +280,8 @@ class AdmissionFilter final : public Poco::Net::TCPServerConnectionFilter {
     shared_->messenger.metrics()
         .connections_refused(Transport::kWire, RefuseReason::kServerBusy)
         .Add();
+    // SERVER_BUSY is an ERROR like any other (over TLS it may still fail in the handshake).
+    shared_->messenger.metrics().errors(Transport::kWire, ErrorCode::kServerBusy).Add();
     ++refused_;
     // One warning per second at most, so a flood of refused connections cannot flood the log.
     const std::uint64_t now = SystemClock().SteadyMs();

@@ -30,6 +30,8 @@
 
 #include "commands.h"
 #include "messenger/client/client.h"
+#include "messenger/codec/codec.h"
+#include "messenger/codec/limits.h"
 #include "messenger/codec/messages.h"
 #include "messenger/codec/status.h"
 #include "messenger/server/clock.h"
@@ -382,6 +384,37 @@ TEST_F(TlsWireTest, ClientLimitedToTls11IsRefusedByTheServer) {
   SSL_CTX_free(ctx);
   std::unique_ptr<Client> client = LoggedIn("alice", TlsOptions());
   EXPECT_TRUE(client->Ping().ok());
+}
+
+TEST_F(TlsWireTest, CloseNotifyRightBehindARequestEndsTheConnectionAtOnce) {
+  ASSERT_OK(StartServer());  // Login timeout 30 s: only the close_notify can end it sooner.
+  Poco::Net::StreamSocket socket(Poco::Net::SocketAddress("127.0.0.1", port_));
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  ASSERT_NE(ctx, nullptr);
+  SSL* ssl = SSL_new(ctx);
+  SSL_set_fd(ssl, socket.impl()->sockfd());
+  ASSERT_EQ(SSL_connect(ssl), 1);
+  // HELLO and close_notify leave together, so the server decrypts both in one read; the TCP
+  // connection stays open, as a client waiting for the server's close_notify keeps it.
+  Bytes hello;
+  ASSERT_OK(EncodeFrame(Frame{1, Hello{kProtocolVersion}}, hello));
+  ASSERT_EQ(SSL_write(ssl, hello.data(), static_cast<int>(hello.size())),
+            static_cast<int>(hello.size()));
+  EXPECT_EQ(SSL_shutdown(ssl), 0);  // Sent ours; the server's not yet received.
+  const auto start = SteadyClock::now();
+  socket.setReceiveTimeout(Poco::Timespan(10, 0));
+  std::uint8_t buffer[4096];
+  int n = 1;
+  try {
+    while (n > 0) n = socket.receiveBytes(buffer, sizeof buffer);  // HELLO_OK, then the end.
+  } catch (const Poco::TimeoutException&) {
+    ADD_FAILURE() << "the server kept the connection open after the client's close_notify";
+  } catch (const Poco::Exception&) {
+    n = 0;  // A reset ends it as well.
+  }
+  EXPECT_LT(SteadyClock::now() - start, kQuickly);
+  SSL_free(ssl);
+  SSL_CTX_free(ctx);
 }
 
 TEST_F(TlsWireTest, ConnectionsThatNeverFinishTheHandshakeCloseAtTheLoginTimeout) {

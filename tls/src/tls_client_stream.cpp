@@ -104,7 +104,9 @@ Status TlsClientStream::Send(std::span<const std::uint8_t> bytes, milliseconds t
   Impl& s = *impl_;
   std::lock_guard send_lock(s.send_mu);
   if (s.send_failure) return *s.send_failure;
-  const auto deadline = SteadyClock::now() + timeout;
+  // The timeout bounds a wait without progress, as SO_SNDTIMEO does for a plain socket: a large
+  // send to a slow but reading peer is not a stalled one.
+  auto deadline = SteadyClock::now() + timeout;
   const auto fail = [&](Status status) {
     s.send_failure = status;
     return status;
@@ -124,6 +126,7 @@ Status TlsClientStream::Send(std::span<const std::uint8_t> bytes, milliseconds t
     }
     if (io == TlsIo::kDone) {
       sent += written;
+      deadline = SteadyClock::now() + timeout;
       continue;
     }
     if (io != TlsIo::kWantRead && io != TlsIo::kWantWrite) {
@@ -131,8 +134,8 @@ Status TlsClientStream::Send(std::span<const std::uint8_t> bytes, milliseconds t
     }
     int wait_ms = MillisUntil(deadline);
     if (wait_ms == 0) {
-      return fail(Status(ErrorCode::kTimeout, "the peer did not take the data within " +
-                                                  std::to_string(timeout.count()) + " ms"));
+      return fail(Status(ErrorCode::kTimeout,
+                         "the peer took nothing for " + std::to_string(timeout.count()) + " ms"));
     }
     if (io == TlsIo::kWantRead) wait_ms = std::min<int>(wait_ms, kWriteWantsReadRecheck.count());
     pollfd socket = {s.fd, EventsFor(io), 0};

@@ -312,6 +312,7 @@ TlsIo TlsSession::Read(std::span<std::uint8_t> buffer, std::size_t& read) {
       return TlsIo::kWantWrite;
     case SSL_ERROR_ZERO_RETURN:
       ERR_clear_error();
+      read_closed_ = true;
       return TlsIo::kClosed;  // close_notify, or the end of the stream (IGNORE_UNEXPECTED_EOF).
     default:
       return Fail(result, saved_errno, /*handshake=*/false);
@@ -353,7 +354,10 @@ void TlsSession::Close() {
   ERR_clear_error();
 }
 
-bool TlsSession::HasBufferedInput() const { return !failed_ && SSL_pending(impl_->ssl) > 0; }
+bool TlsSession::HasBufferedInput() const {
+  // An end already taken off the socket leaves nothing for poll() to report either.
+  return failed_ || read_closed_ || SSL_pending(impl_->ssl) > 0;
+}
 
 std::string TlsSession::Description() const {
   const SSL_CIPHER* cipher = SSL_get_current_cipher(impl_->ssl);

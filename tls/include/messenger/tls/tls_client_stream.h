@@ -39,10 +39,10 @@ class TlsClientStream {
   TlsClientStream(const TlsClientStream&) = delete;
   TlsClientStream& operator=(const TlsClientStream&) = delete;
 
-  // Sends all of `bytes`, waiting at most `timeout` for the socket (0: only what it takes at
-  // once). Errors: kTimeout (the peer stopped reading), kDisconnected (the connection failed or
-  // was shut down; the message says why). After an error every later Send fails: a record may
-  // be half sent.
+  // Sends all of `bytes`, waiting at most `timeout` at a time for the socket to take more (0:
+  // only what it takes at once). Errors: kTimeout (the peer took nothing for `timeout`),
+  // kDisconnected (the connection failed or was shut down; the message says why). After an error
+  // every later Send fails: a record may be half sent.
   Status Send(std::span<const std::uint8_t> bytes, std::chrono::milliseconds timeout);
 
   // Waits for decrypted bytes and returns how many were put in `buffer` (> 0); 0 when the

@@ -64,9 +64,11 @@ class TlsSession {
   // the socket or for the peer's close_notify. Best effort: the caller closes the socket next.
   void Close();
 
-  // True iff decrypted bytes wait inside the session (a Read stopped by a full buffer), which
-  // poll() cannot see: Read must be called before waiting for the socket. (A partial record
-  // does not count: its rest must come from the socket.)
+  // True iff the next Read returns without the socket: decrypted bytes wait inside the session
+  // (a Read stopped by a full buffer), or the session has already seen the end (kClosed) or
+  // failed (kError), e.g. while a Read was still returning the data before it. poll() can see
+  // none of these: Read must be called before waiting for the socket. (A partial record does
+  // not count: its rest must come from the socket.)
   bool HasBufferedInput() const;
   // What the last Read / Write waited for: true iff it was the other direction.
   bool read_wants_write() const { return read_wants_write_; }
@@ -89,6 +91,7 @@ class TlsSession {
   bool established_ = false;
   bool failed_ = false;
   bool write_blocked_ = false;  // A Write returned kWant*: a record is half sent.
+  bool read_closed_ = false;    // A Read returned kClosed.
   bool read_wants_write_ = false;
   bool write_wants_read_ = false;
   std::string error_;
