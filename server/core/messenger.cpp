@@ -7,6 +7,7 @@
 #include <set>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "messenger/codec/limits.h"
 #include "messenger/codec/rules.h"
@@ -26,6 +27,9 @@ constexpr std::size_t kStoredMessageOverhead = 8 + 8 + 2 + 2;
 constexpr std::size_t kMaxThrottleRecords = 100000;
 
 Status NotLoggedIn() { return Status(ErrorCode::kNotLoggedIn, "log in first"); }
+Status UnknownRecipient(std::string_view name) {
+  return Status(ErrorCode::kUnknownRecipient, "no user named '" + std::string(name) + "'");
+}
 
 // The largest key smaller than every key starting with `prefix`, so a scan after it starts at
 // the first candidate. Keys use only [a-z0-9._-], all below 0x7F.
@@ -395,56 +399,98 @@ Result<AccountList> Messenger::ListAccounts(SessionId session,
 }
 
 Result<SendOk> Messenger::Send(SessionId session, const messenger::Send& request) {
+  return std::move(SendMany(session, std::span(&request, 1)).front());
+}
+
+std::vector<Result<SendOk>> Messenger::SendMany(SessionId session,
+                                                std::span<const messenger::Send> requests) {
   State& st = *state_;
   std::optional<User> sender;
   {
     std::lock_guard lock(st.mutex);
     sender = st.UserOf(session);
   }
-  if (!sender) return NotLoggedIn();
-  if (Status s = CheckText(request.text); !s.ok()) return s;
-  const Status unknown(ErrorCode::kUnknownRecipient, "no user named '" + request.recipient + "'");
-  if (!CheckUsername(request.recipient).ok()) return unknown;
-  const std::string recipient_key = CanonicalUsername(request.recipient);
-  if (recipient_key == sender->key) {
-    return Status(ErrorCode::kSelfSend, "you cannot send a message to yourself");
-  }
+  if (!sender) return std::vector<Result<SendOk>>(requests.size(), NotLoggedIn());
 
-  NewMessage message{sender->key,  sender->name,     recipient_key,    request.client_message_id,
-                     request.text, st.clock.NowMs(), Delivery::kQueued};
-  AppendPolicy policy{st.options.max_queued_per_user,
-                      message.timestamp_ms > st.options.dedupe_window_ms
-                          ? message.timestamp_ms - st.options.dedupe_window_ms
-                          : 0,
-                      true};
-  std::uint64_t ticket = 0;
-  {
-    std::lock_guard lock(st.mutex);
-    policy.accept_new = st.TakeSendToken(sender->key, st.clock.SteadyMs());
-    if (st.online.count(recipient_key)) message.delivery = Delivery::kDelivered;
-    ticket = st.BeginSend(recipient_key);
-  }
-  Result<AppendOutcome> outcome = st.store.Append(message, policy);
-  const bool stored = outcome.ok() && !outcome->duplicate;
-  {
-    std::lock_guard lock(st.mutex);
-    std::optional<StoredMessage> committed;
-    if (stored) {
-      committed = StoredMessage{outcome->result.message_id, sender->name,
-                                outcome->result.timestamp_ms, request.text};
+  // What each request needs from the store, for those that pass the checks made without it.
+  struct Pending {
+    std::size_t request = 0;  // Index into `requests` (and the results).
+    std::string recipient_key;
+    std::uint64_t ticket = 0;
+  };
+  std::vector<Result<SendOk>> results(requests.size(), Status(ErrorCode::kInternal, "not sent"));
+  std::vector<Pending> pending;
+  std::vector<AppendRequest> appends;
+  pending.reserve(requests.size());
+  appends.reserve(requests.size());
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const messenger::Send& request = requests[i];
+    if (Status s = CheckText(request.text); !s.ok()) {
+      results[i] = s;
+      continue;
     }
-    st.FinishSend(recipient_key, ticket, std::move(committed));
-    if (!stored && policy.accept_new) st.RefundSendToken(sender->key);
+    if (!CheckUsername(request.recipient).ok()) {
+      results[i] = UnknownRecipient(request.recipient);
+      continue;
+    }
+    std::string recipient_key = CanonicalUsername(request.recipient);
+    if (recipient_key == sender->key) {
+      results[i] = Status(ErrorCode::kSelfSend, "you cannot send a message to yourself");
+      continue;
+    }
+    const std::uint64_t now_ms = st.clock.NowMs();
+    NewMessage message{sender->key,  sender->name, recipient_key,    request.client_message_id,
+                       request.text, now_ms,       Delivery::kQueued};
+    const AppendPolicy policy{
+        st.options.max_queued_per_user,
+        now_ms > st.options.dedupe_window_ms ? now_ms - st.options.dedupe_window_ms : 0, true};
+    pending.push_back(Pending{i, std::move(recipient_key), 0});
+    appends.push_back(AppendRequest{std::move(message), policy});
   }
-  if (!outcome.ok()) {
-    if (outcome.status().code() == ErrorCode::kUnknownRecipient) return unknown;
-    return outcome.status();
+  if (pending.empty()) return results;
+
+  {
+    std::lock_guard lock(st.mutex);
+    for (std::size_t k = 0; k < pending.size(); ++k) {
+      AppendRequest& append = appends[k];
+      append.policy.accept_new = st.TakeSendToken(sender->key, st.clock.SteadyMs());
+      if (st.online.count(pending[k].recipient_key)) {
+        append.message.delivery = Delivery::kDelivered;
+      }
+      pending[k].ticket = st.BeginSend(pending[k].recipient_key);
+    }
   }
-  if (stored) {
-    st.metrics.messages_accepted().Add();
-    if (outcome->result.delivery == Delivery::kQueued) st.metrics.messages_queued().Add();
+  std::vector<Result<AppendOutcome>> outcomes = st.store.AppendMany(appends);
+  {
+    std::lock_guard lock(st.mutex);
+    for (std::size_t k = 0; k < pending.size(); ++k) {
+      const Result<AppendOutcome>& outcome = outcomes[k];
+      const bool stored = outcome.ok() && !outcome->duplicate;
+      std::optional<StoredMessage> committed;
+      if (stored) {
+        committed = StoredMessage{outcome->result.message_id, sender->name,
+                                  outcome->result.timestamp_ms, appends[k].message.text};
+      }
+      st.FinishSend(pending[k].recipient_key, pending[k].ticket, std::move(committed));
+      if (!stored && appends[k].policy.accept_new) st.RefundSendToken(sender->key);
+    }
   }
-  return outcome->result;
+  for (std::size_t k = 0; k < pending.size(); ++k) {
+    const Result<AppendOutcome>& outcome = outcomes[k];
+    Result<SendOk>& result = results[pending[k].request];
+    if (!outcome.ok()) {
+      result = outcome.status().code() == ErrorCode::kUnknownRecipient
+                   ? UnknownRecipient(requests[pending[k].request].recipient)
+                   : outcome.status();
+      continue;
+    }
+    if (!outcome->duplicate) {
+      st.metrics.messages_accepted().Add();
+      if (outcome->result.delivery == Delivery::kQueued) st.metrics.messages_queued().Add();
+    }
+    result = outcome->result;
+  }
+  return results;
 }
 
 Result<MessageBatch> Messenger::FetchUndelivered(SessionId session, std::uint16_t limit,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "messenger/codec/limits.h"
 #include "messenger/codec/rules.h"
@@ -54,9 +55,33 @@ bool WireSession::OnBytes(std::span<const std::uint8_t> bytes, std::uint64_t now
     // Only a complete frame restarts the idle timer (docs/PROTOCOL.md, 12.3): a client trickling
     // one byte at a time must not hold the connection open.
     last_activity_ms_ = now_ms;
+    // Pipelined SENDs are answered together, in order, before the next request of any other kind.
+    if (auto* send = std::get_if<Send>(&decoded->message);
+        send != nullptr && decoded->status.ok() && handshake_done_) {
+      held_sends_.push_back(std::move(*send));
+      held_send_ids_.push_back(decoded->request_id);
+      if (held_sends_.size() == kMaxSendsPerCommit) SendHeld(out);
+      continue;
+    }
+    SendHeld(out);
     Handle(*decoded, now_ms, out);
   }
+  SendHeld(out);
   return !closing_;
+}
+
+void WireSession::SendHeld(Bytes& out) {
+  if (held_sends_.empty()) return;
+  std::vector<Result<SendOk>> results = messenger_.SendMany(id_, held_sends_);
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    if (results[i].ok()) {
+      Reply(held_send_ids_[i], *results[i], out);
+    } else {
+      ReplyError(held_send_ids_[i], results[i].status(), out);
+    }
+  }
+  held_sends_.clear();
+  held_send_ids_.clear();
 }
 
 bool WireSession::OnTick(std::uint64_t now_ms, Bytes& out) {

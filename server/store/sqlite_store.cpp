@@ -553,77 +553,24 @@ class SqliteStore final : public Store {
   }
 
   Result<AppendOutcome> Append(const NewMessage& message, const AppendPolicy& policy) override {
-    const std::int64_t fingerprint = ToSql(TextFingerprint(message.text));
     Result<AppendOutcome> outcome = Internal("append did not run");
-    Status status = Write([&](Connection& db) -> Status {
-      // The checks run in the order of store.h, inside the transaction that inserts.
-      {
-        Query recipient(db, kFindLiveAccount, "Append");
-        Result<bool> live = recipient.Bind(message.recipient_key).Step();
-        if (!live.ok()) return live.status();
-        if (!*live) {
-          outcome = store_internal::NoSuchAccount();
-          return Status();
-        }
-      }
-      {
-        Query earlier(db, kFindSend, "Append");
-        Result<bool> found =
-            earlier.Bind(message.sender_key).Bind(ToSql(message.client_message_id)).Step();
-        if (!found.ok()) return found.status();
-        if (*found && FromSql(earlier.Int(3)) >= policy.dedupe_since_ms) {
-          if (earlier.Text(1) != message.recipient_key || earlier.Int(2) != fingerprint) {
-            outcome = store_internal::ClientIdReused();
-          } else {
-            outcome = AppendOutcome{
-                SendOk{FromSql(earlier.Int(0)), FromSql(earlier.Int(3)),
-                       earlier.Int(4) == 1 ? Delivery::kDelivered : Delivery::kQueued},
-                true};
-          }
-          return Status();
-        }
-      }
-      if (!policy.accept_new) {
-        outcome = store_internal::NotAcceptingNew();
-        return Status();
-      }
-      Result<std::int64_t*> length = QueueLength(db, message.recipient_key);
-      if (!length.ok()) return length.status();
-      if (**length >= std::int64_t{policy.queue_cap}) {
-        outcome = store_internal::QueueFull();
-        return Status();
-      }
-      Query insert(db, kInsertMessage, "Append");
-      Status run = insert.Bind(message.recipient_key)
-                       .Bind(message.sender_name)
-                       .Bind(ToSql(message.timestamp_ms))
-                       .Bind(message.text)
-                       .Run();
-      if (!run.ok()) return run;
-      const std::int64_t id = sqlite3_last_insert_rowid(db.handle());
-      ++**length;
-      ++batch_stored_delta_;
-      Query record(db, kRecordSend, "Append");
-      run = record.Bind(message.sender_key)
-                .Bind(ToSql(message.client_message_id))
-                .Bind(id)
-                .Bind(message.recipient_key)
-                .Bind(fingerprint)
-                .Bind(ToSql(message.timestamp_ms))
-                .Bind(std::int64_t{message.delivery == Delivery::kDelivered ? 1 : 0})
-                .Run();
-      if (!run.ok()) return run;
-      if (++appends_since_prune_ >= kPruneInterval) {
-        appends_since_prune_ = 0;
-        Query prune(db, kPruneSends, "pruning the send log");
-        run = prune.Bind(ToSql(policy.dedupe_since_ms)).Bind(kPruneLimit).Run();
-        if (!run.ok()) return run;
-      }
-      outcome = AppendOutcome{SendOk{FromSql(id), message.timestamp_ms, message.delivery}, false};
-      return Status();
-    });
+    Status status =
+        Write([&](Connection& db) { return ApplyAppend(db, message, policy, outcome); });
     if (!status.ok()) return status;
     return outcome;
+  }
+
+  std::vector<Result<AppendOutcome>> AppendMany(std::span<const AppendRequest> requests) override {
+    std::vector<Result<AppendOutcome>> outcomes(requests.size(), Internal("append did not run"));
+    Status status = Write([&](Connection& db) -> Status {
+      for (std::size_t i = 0; i < requests.size(); ++i) {
+        Status applied = ApplyAppend(db, requests[i].message, requests[i].policy, outcomes[i]);
+        if (!applied.ok()) return applied;
+      }
+      return Status();
+    });
+    if (!status.ok()) std::fill(outcomes.begin(), outcomes.end(), status);
+    return outcomes;
   }
 
   Result<std::vector<StoredMessage>> ListMessages(std::string_view recipient_key,
@@ -718,6 +665,78 @@ class SqliteStore final : public Store {
         write->committed.notify_one();
       }
     }
+  }
+
+  // Writer thread only: Append's work inside the batch transaction. Sets `outcome` (a refusal
+  // too); returns non-OK only when SQLite failed.
+  Status ApplyAppend(Connection& db, const NewMessage& message, const AppendPolicy& policy,
+                     Result<AppendOutcome>& outcome) {
+    const std::int64_t fingerprint = ToSql(TextFingerprint(message.text));
+    // The checks run in the order of store.h, inside the transaction that inserts.
+    {
+      Query recipient(db, kFindLiveAccount, "Append");
+      Result<bool> live = recipient.Bind(message.recipient_key).Step();
+      if (!live.ok()) return live.status();
+      if (!*live) {
+        outcome = store_internal::NoSuchAccount();
+        return Status();
+      }
+    }
+    {
+      Query earlier(db, kFindSend, "Append");
+      Result<bool> found =
+          earlier.Bind(message.sender_key).Bind(ToSql(message.client_message_id)).Step();
+      if (!found.ok()) return found.status();
+      if (*found && FromSql(earlier.Int(3)) >= policy.dedupe_since_ms) {
+        if (earlier.Text(1) != message.recipient_key || earlier.Int(2) != fingerprint) {
+          outcome = store_internal::ClientIdReused();
+        } else {
+          outcome =
+              AppendOutcome{SendOk{FromSql(earlier.Int(0)), FromSql(earlier.Int(3)),
+                                   earlier.Int(4) == 1 ? Delivery::kDelivered : Delivery::kQueued},
+                            true};
+        }
+        return Status();
+      }
+    }
+    if (!policy.accept_new) {
+      outcome = store_internal::NotAcceptingNew();
+      return Status();
+    }
+    Result<std::int64_t*> length = QueueLength(db, message.recipient_key);
+    if (!length.ok()) return length.status();
+    if (**length >= std::int64_t{policy.queue_cap}) {
+      outcome = store_internal::QueueFull();
+      return Status();
+    }
+    Query insert(db, kInsertMessage, "Append");
+    Status run = insert.Bind(message.recipient_key)
+                     .Bind(message.sender_name)
+                     .Bind(ToSql(message.timestamp_ms))
+                     .Bind(message.text)
+                     .Run();
+    if (!run.ok()) return run;
+    const std::int64_t id = sqlite3_last_insert_rowid(db.handle());
+    ++**length;
+    ++batch_stored_delta_;
+    Query record(db, kRecordSend, "Append");
+    run = record.Bind(message.sender_key)
+              .Bind(ToSql(message.client_message_id))
+              .Bind(id)
+              .Bind(message.recipient_key)
+              .Bind(fingerprint)
+              .Bind(ToSql(message.timestamp_ms))
+              .Bind(std::int64_t{message.delivery == Delivery::kDelivered ? 1 : 0})
+              .Run();
+    if (!run.ok()) return run;
+    if (++appends_since_prune_ >= kPruneInterval) {
+      appends_since_prune_ = 0;
+      Query prune(db, kPruneSends, "pruning the send log");
+      run = prune.Bind(ToSql(policy.dedupe_since_ms)).Bind(kPruneLimit).Run();
+      if (!run.ok()) return run;
+    }
+    outcome = AppendOutcome{SendOk{FromSql(id), message.timestamp_ms, message.delivery}, false};
+    return Status();
   }
 
   // Writer thread only. The number of messages stored for `recipient_key` as this transaction

@@ -60,6 +60,17 @@ void SetIntOption(int fd, int level, int name, int value) {
   (void)::setsockopt(fd, level, name, &value, sizeof value);
 }
 
+constexpr std::uint8_t kSendType = static_cast<std::uint8_t>(MessageType::kSend);
+
+// True iff `bytes` begins with a complete SEND frame.
+bool StartsWithWholeSend(std::span<const std::uint8_t> bytes) {
+  if (bytes.size() < kLengthPrefixSize + kFrameHeaderSize) return false;
+  const std::uint32_t length = (std::uint32_t{bytes[0]} << 24) | (std::uint32_t{bytes[1]} << 16) |
+                               (std::uint32_t{bytes[2]} << 8) | std::uint32_t{bytes[3]};
+  return length >= kFrameHeaderSize && bytes.size() - kLengthPrefixSize >= length &&
+         bytes[kLengthPrefixSize] == kSendType;
+}
+
 }  // namespace
 
 Bytes EncodeServerBusy(const std::string& message) {
@@ -304,13 +315,26 @@ void TcpConnection::Serve() {
       pending = outbound_.size() - outbound_sent_;
     }
 
-    // Hand buffered input to the session one frame at a time, pausing while output backs up.
+    // Hand buffered input to the session one frame at a time, pausing while output backs up;
+    // but whole SENDs following a SEND go with it, so that pipelined SENDs share one commit.
+    // Their replies are small, so the pause still bounds the output.
     while (session_open && !ending && input_begin < input_end && pending < kPauseReadingBytes) {
       const std::span<const std::uint8_t> available(input.get() + input_begin,
                                                     input_end - input_begin);
-      const std::span<const std::uint8_t> chunk = available.first(tap_.BytesToFrameEnd(available));
+      std::size_t take = tap_.BytesToFrameEnd(available);
+      std::optional<TappedFrame> frame = tap_.Consume(available.first(take));
+      if (frame) NoteRequest(*frame);
+      for (std::size_t sends = 1;
+           frame && frame->type == kSendType && sends < WireSession::kMaxSendsPerCommit &&
+           StartsWithWholeSend(available.subspan(take));
+           ++sends) {
+        const std::size_t next = tap_.BytesToFrameEnd(available.subspan(take));
+        frame = tap_.Consume(available.subspan(take, next));
+        if (frame) NoteRequest(*frame);
+        take += next;
+      }
+      const std::span<const std::uint8_t> chunk = available.first(take);
       input_begin += chunk.size();
-      if (std::optional<TappedFrame> frame = tap_.Consume(chunk)) NoteRequest(*frame);
       replies.clear();
       const bool keep_open = session.OnBytes(chunk, now, replies);
       NoteReplies(replies);

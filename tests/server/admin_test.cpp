@@ -6,6 +6,8 @@
 #include <Poco/Net/HTTPClientSession.h>
 #include <Poco/Net/HTTPRequest.h>
 #include <Poco/Net/HTTPResponse.h>
+#include <Poco/Net/SocketAddress.h>
+#include <Poco/Net/StreamSocket.h>
 #include <Poco/StreamCopier.h>
 #include <Poco/Timespan.h>
 #include <fcntl.h>
@@ -30,6 +32,8 @@
 
 #include "admin_server.h"
 #include "messenger/client/client.h"
+#include "messenger/codec/codec.h"
+#include "messenger/codec/limits.h"
 #include "messenger/server/clock.h"
 #include "messenger/server/messenger.h"
 #include "messenger/server/metrics.h"
@@ -290,6 +294,49 @@ TEST_F(AdminTest, MetricsMoveByExactlyWhatTheClientsDid) {
            now.Value("messenger_sessions_logged_in", {{"transport", "wire"}}) ==
                before.Value("messenger_sessions_logged_in", {{"transport", "wire"}});
   }));
+}
+
+TEST_F(AdminTest, PipelinedSendsOfOneConnectionShareOneCommit) {
+  {
+    std::unique_ptr<Client> setup = Connected();
+    ASSERT_OK(setup->CreateAccount("alice", kPassword));
+    ASSERT_OK(setup->CreateAccount("bob", kPassword));
+  }
+  const Histogram::Snapshot before = metrics_.commit_batch_size().Read();
+
+  // HELLO, LOGIN and ten SENDs in one write, before reading any answer.
+  constexpr std::uint32_t kSends = 10;
+  Bytes burst;
+  ASSERT_OK(EncodeFrame({1, Hello{kProtocolVersion}}, burst));
+  ASSERT_OK(EncodeFrame({2, Login{"alice", kPassword}}, burst));
+  for (std::uint32_t i = 0; i < kSends; ++i) {
+    ASSERT_OK(EncodeFrame({10 + i, Send{"bob", 1 + i, "pipelined"}}, burst));
+  }
+  Poco::Net::StreamSocket socket;
+  socket.connect(Poco::Net::SocketAddress("127.0.0.1", door_->port()), Poco::Timespan(2, 0));
+  socket.setReceiveTimeout(Poco::Timespan(5, 0));
+  ASSERT_EQ(socket.sendBytes(burst.data(), static_cast<int>(burst.size())),
+            static_cast<int>(burst.size()));
+  FrameDecoder decoder(kDefaultMaxFrameSize);
+  std::vector<Frame> replies;
+  std::uint8_t buffer[4096];
+  while (replies.size() < 2 + kSends) {
+    const int n = socket.receiveBytes(buffer, sizeof buffer);  // Throws after the timeout.
+    ASSERT_GT(n, 0) << "closed after " << replies.size() << " replies";
+    decoder.Feed({buffer, static_cast<std::size_t>(n)});
+    while (std::optional<DecodeResult> decoded = decoder.Next()) {
+      ASSERT_OK(decoded->status);
+      replies.push_back({decoded->request_id, decoded->message});
+    }
+  }
+  for (std::uint32_t i = 0; i < kSends; ++i) {
+    EXPECT_EQ(replies[2 + i].request_id, 10 + i);
+    EXPECT_TRUE(std::holds_alternative<SendOk>(replies[2 + i].message)) << Describe(replies[2 + i]);
+  }
+  const Histogram::Snapshot after = metrics_.commit_batch_size().Read();
+  EXPECT_EQ(after.count - before.count, 1u) << "the ten SENDs took more than one commit";
+  EXPECT_EQ(after.sum - before.sum, 1);
+  EXPECT_EQ(metrics_.stored_messages().value(), static_cast<std::int64_t>(kSends));
 }
 
 TEST_F(AdminTest, RepeatedFailedLoginsCountFailuresAndOneThrottle) {

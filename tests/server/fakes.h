@@ -10,6 +10,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "messenger/server/clock.h"
 #include "messenger/server/messenger.h"
@@ -51,7 +52,7 @@ class MockSink : public SessionSink {
 
 // A memory store that can hold an append after its commit or a read after it read, to force
 // concurrent requests to finish out of order, and can fail reads, to check that a failed request
-// changes nothing.
+// changes nothing. It records how many requests each AppendMany carried.
 class ControlledStore final : public Store {
  public:
   ControlledStore() : inner_(MakeMemoryStore()) {}
@@ -103,6 +104,18 @@ class ControlledStore final : public Store {
     }
     return outcome;
   }
+  std::vector<Result<AppendOutcome>> AppendMany(std::span<const AppendRequest> requests) override {
+    {
+      std::lock_guard lock(mutex_);
+      append_many_sizes_.push_back(requests.size());
+    }
+    return Store::AppendMany(requests);  // One Append each, so holds apply.
+  }
+  // The size of every AppendMany call so far, in order.
+  std::vector<std::size_t> append_many_sizes() {
+    std::lock_guard lock(mutex_);
+    return append_many_sizes_;
+  }
   Result<std::vector<StoredMessage>> ListMessages(std::string_view recipient_key,
                                                   std::uint64_t after_id,
                                                   std::size_t max) override {
@@ -135,6 +148,7 @@ class ControlledStore final : public Store {
   bool holding_ = false;
   bool hold_next_list_ = false;
   bool released_ = false;
+  std::vector<std::size_t> append_many_sizes_;
 };
 
 }  // namespace messenger::testing

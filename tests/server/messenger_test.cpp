@@ -375,6 +375,69 @@ TEST_F(MessengerTest, SendRefusesSelfUnknownAndBadText) {
   EXPECT_TRUE(SendText(alice, "bob", std::string(kMaxTextBytes, 'x')).ok());
 }
 
+TEST_F(MessengerTest, SendManyAnswersEachInTurnWithOneStoreWriteAndPushesInIdOrder) {
+  Make({.send_rate_per_second = 10, .send_burst = 5});
+  RecordingSink bob_sink;
+  const SessionId alice = Online("alice");
+  const SessionId bob = Online("bob", &bob_sink);
+  const std::vector<messenger::Send> requests = {
+      {"bob", 1, "one"},   {"Alice", 2, "to myself"}, {"nobody", 3, "lost"},
+      {"bob", 4, ""},      {"BOB", 5, "two"},         {"bob", 1, "one"},  // A retry.
+      {"bob", 6, "three"},
+  };
+  const std::vector<Result<SendOk>> results = messenger_->SendMany(alice, requests);
+  ASSERT_EQ(results.size(), requests.size());
+  ASSERT_TRUE(results[0].ok()) << results[0].status().ToString();
+  EXPECT_EQ(results[0]->delivery, Delivery::kDelivered);
+  EXPECT_EQ(results[1].status().code(), ErrorCode::kSelfSend);
+  EXPECT_EQ(results[2].status(), Status(ErrorCode::kUnknownRecipient, "no user named 'nobody'"));
+  EXPECT_EQ(results[3].status().code(), ErrorCode::kInvalidText);
+  ASSERT_TRUE(results[4].ok());
+  ASSERT_TRUE(results[5].ok());
+  EXPECT_EQ(*results[5], *results[0]);
+  ASSERT_TRUE(results[6].ok()) << results[6].status().ToString();
+  EXPECT_LT(results[0]->message_id, results[4]->message_id);
+  EXPECT_LT(results[4]->message_id, results[6]->message_id);
+
+  // The five that passed the checks made without the store (the unknown recipient too) went to
+  // it together.
+  EXPECT_EQ(store_->append_many_sizes(), (std::vector<std::size_t>{5}));
+  const std::vector<StoredMessage> delivered = bob_sink.delivered();
+  ASSERT_EQ(delivered.size(), 3u);
+  EXPECT_EQ(delivered[0].text, "one");
+  EXPECT_EQ(delivered[1].text, "two");
+  EXPECT_EQ(delivered[2].text, "three");
+  EXPECT_EQ(delivered[2].message_id, results[6]->message_id);
+  messenger_->Detach(bob);
+}
+
+TEST_F(MessengerTest, SendManyTakesRateTokensForTheWholeGroupBeforeTheStoreAnswers) {
+  Make({.send_rate_per_second = 10, .send_burst = 3});
+  const SessionId alice = Online("alice");
+  ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
+  ASSERT_TRUE(SendText(alice, "bob", "one", 1).ok());
+  const std::vector<messenger::Send> requests = {
+      {"bob", 1, "one"}, {"bob", 2, "two"}, {"bob", 3, "three"}};
+  const std::vector<Result<SendOk>> results = messenger_->SendMany(alice, requests);
+  ASSERT_EQ(results.size(), 3u);
+  ASSERT_TRUE(results[0].ok());  // The retry holds a token until the store has answered it...
+  ASSERT_TRUE(results[1].ok());
+  EXPECT_EQ(results[2].status().code(), ErrorCode::kRateLimited);
+  // ...and gives it back then, as a retry costs none.
+  EXPECT_TRUE(SendText(alice, "bob", "three", 3).ok());
+  EXPECT_EQ(SendText(alice, "bob", "four", 4).status().code(), ErrorCode::kRateLimited);
+}
+
+TEST_F(MessengerTest, SendManyBeforeLoginRefusesEveryRequestWithoutTheStore) {
+  ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
+  const std::vector<messenger::Send> requests = {{"bob", 1, "one"}, {"bob", 2, "two"}};
+  const std::vector<Result<SendOk>> results = messenger_->SendMany(Connect(), requests);
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].status().code(), ErrorCode::kNotLoggedIn);
+  EXPECT_EQ(results[1].status().code(), ErrorCode::kNotLoggedIn);
+  EXPECT_TRUE(store_->append_many_sizes().empty());
+}
+
 TEST_F(MessengerTest, RetriedSendReturnsTheOriginalResultAndStoresOnce) {
   const SessionId alice = Online("alice");
   ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());

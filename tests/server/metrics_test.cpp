@@ -364,6 +364,34 @@ TEST_F(CoreMetricsTest, ReadinessFailsOnlyAfterShutdown) {
   EXPECT_EQ(status.message(), "the server is shutting down");
 }
 
+TEST(SqliteStoreMetricsTest, AppendManyIsOneWriteInOneCommit) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("messenger_append_many_test_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  {
+    Metrics metrics;
+    Result<std::unique_ptr<Store>> store =
+        OpenSqliteStore({(dir / "messenger.db").string(), SyncMode::kNormal, &metrics});
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    ASSERT_TRUE((*store)->CreateAccount({"bob", "bob", "x"}).ok());
+    std::vector<AppendRequest> requests;
+    for (std::uint64_t i = 1; i <= 10; ++i) {
+      requests.push_back(
+          {{"alice", "alice", "bob", i, "hi", 1, Delivery::kQueued}, {100, 0, true}});
+    }
+    for (const Result<AppendOutcome>& outcome : (*store)->AppendMany(requests)) {
+      EXPECT_TRUE(outcome.ok()) << outcome.status().ToString();
+    }
+    EXPECT_EQ(metrics.stored_messages().value(), 10);
+    // The account, then the ten messages: two commits of one write each.
+    const Histogram::Snapshot batches = metrics.commit_batch_size().Read();
+    EXPECT_EQ(batches.count, 2u);
+    EXPECT_EQ(batches.sum, 2);
+  }
+  std::filesystem::remove_all(dir);
+}
+
 TEST(SqliteStoreMetricsTest, CountsStoredMessagesFromTheFileAndEveryCommit) {
   const std::filesystem::path dir = std::filesystem::temp_directory_path() /
                                     ("messenger_metrics_test_" + std::to_string(::getpid()));

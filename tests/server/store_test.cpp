@@ -455,6 +455,51 @@ TYPED_TEST(StoreTest, QueueCapRefusesOnceTheRecipientHoldsThatMany) {
             ErrorCode::kQueueFull);
 }
 
+// ---- AppendMany ----
+
+TYPED_TEST(StoreTest, AppendManyAnswersEachRequestAsAppendWouldInTurn) {
+  const std::uint64_t earlier = this->Send("Alice", "Bob", 1, "stored before");
+  const AppendPolicy capped{3, 0, true};  // Bob holds one; two more fit.
+  const std::vector<AppendRequest> requests = {
+      {this->Message("Alice", "Bob", 2, "first"), capped},
+      {this->Message("Alice", "Nobody", 3, "lost"), capped},
+      {this->Message("Alice", "Bob", 2, "first"), capped},    // A retry of the first, in the batch.
+      {this->Message("Alice", "Bob", 2, "changed"), capped},  // Its id reused for another text.
+      {this->Message("Alice", "Bob", 1, "stored before"), capped},  // A retry from before.
+      {this->Message("Carol", "Bob", 1, "second"), capped},
+      {this->Message("Carol", "Bob", 2, "third"), capped},  // Bob's queue is full by now.
+      {this->Message("Carol", "Alice", 3, "elsewhere"), capped},
+  };
+  std::vector<Result<AppendOutcome>> outcomes = this->store_->AppendMany(requests);
+  ASSERT_EQ(outcomes.size(), requests.size());
+
+  ASSERT_TRUE(outcomes[0].ok()) << outcomes[0].status().ToString();
+  EXPECT_FALSE(outcomes[0]->duplicate);
+  EXPECT_GT(outcomes[0]->result.message_id, earlier);
+  EXPECT_EQ(outcomes[1].status().code(), ErrorCode::kUnknownRecipient);
+  ASSERT_TRUE(outcomes[2].ok());
+  EXPECT_TRUE(outcomes[2]->duplicate);
+  EXPECT_EQ(outcomes[2]->result.message_id, outcomes[0]->result.message_id);
+  EXPECT_EQ(outcomes[3].status().code(), ErrorCode::kClientIdReused);
+  ASSERT_TRUE(outcomes[4].ok());
+  EXPECT_TRUE(outcomes[4]->duplicate);
+  EXPECT_EQ(outcomes[4]->result.message_id, earlier);
+  ASSERT_TRUE(outcomes[5].ok());
+  EXPECT_GT(outcomes[5]->result.message_id, outcomes[0]->result.message_id);
+  EXPECT_EQ(outcomes[6].status().code(), ErrorCode::kQueueFull);
+  ASSERT_TRUE(outcomes[7].ok());
+  EXPECT_GT(outcomes[7]->result.message_id, outcomes[5]->result.message_id);
+
+  EXPECT_EQ(this->Ids("bob"), (std::vector<std::uint64_t>{earlier, outcomes[0]->result.message_id,
+                                                          outcomes[5]->result.message_id}));
+  EXPECT_EQ(this->Ids("alice"), (std::vector<std::uint64_t>{outcomes[7]->result.message_id}));
+}
+
+TYPED_TEST(StoreTest, AppendManyOfNothingStoresNothing) {
+  EXPECT_TRUE(this->store_->AppendMany({}).empty());
+  EXPECT_EQ(this->Send("Alice", "Bob", 1, "hi"), 1u);
+}
+
 // ---- Reading and acknowledging ----
 
 TYPED_TEST(StoreTest, ListMessagesPagesOldestFirstAfterTheGivenId) {

@@ -13,6 +13,7 @@
 namespace messenger {
 namespace {
 
+using testing::ControlledStore;
 using testing::FakeClock;
 using testing::FakeHasher;
 using testing::MockSink;
@@ -75,7 +76,7 @@ class WireSessionTest : public ::testing::Test {
 
   FakeClock clock_;
   FakeHasher hasher_;
-  std::unique_ptr<Store> store_ = MakeMemoryStore();
+  std::unique_ptr<ControlledStore> store_ = std::make_unique<ControlledStore>();
   Messenger messenger_;
   NiceMock<MockSink> sink_;
   std::unique_ptr<WireSession> session_;
@@ -202,6 +203,44 @@ TEST_F(WireSessionTest, OperationsOverTheWire) {
   EXPECT_EQ(One({4, Ack{{ok->message_id}}}).message, Message(Ok{}));
   EXPECT_EQ(One({5, DeleteAccount{true}}).message, Message(Ok{}));
   EXPECT_EQ(CodeOf(One({6, FetchUndelivered{1}})), ErrorCode::kNotLoggedIn);
+}
+
+TEST_F(WireSessionTest, PipelinedSendsShareOneStoreWriteAndAreAnsweredInOrder) {
+  HelloAndLogin("alice");
+  ASSERT_TRUE(messenger_.CreateAccount("bob", kPassword).ok());
+  std::vector<Frame> requests;
+  for (std::uint32_t i = 0; i < 5; ++i) requests.push_back({20 + i, Send{"bob", 1 + i, "hi"}});
+  requests[3] = {23, Send{"alice", 4, "to myself"}};
+  requests.push_back({25, Ping{1}});  // Ends the group: the SEND after it is a write of its own.
+  requests.push_back({26, Send{"bob", 6, "after the ping"}});
+
+  const std::vector<Frame> replies = Exchange(requests);
+  ASSERT_EQ(replies.size(), requests.size());
+  std::uint64_t last_id = 0;
+  for (std::size_t i = 0; i < replies.size(); ++i) {
+    EXPECT_EQ(replies[i].request_id, 20 + i);
+    if (i == 3) {
+      EXPECT_EQ(CodeOf(replies[i]), ErrorCode::kSelfSend);
+    } else if (i == 5) {
+      EXPECT_EQ(replies[i].message, Message(Pong{1}));
+    } else {
+      const auto* ok = std::get_if<SendOk>(&replies[i].message);
+      ASSERT_NE(ok, nullptr) << i;
+      EXPECT_GT(ok->message_id, last_id);
+      last_id = ok->message_id;
+    }
+  }
+  EXPECT_EQ(store_->append_many_sizes(), (std::vector<std::size_t>{4, 1}));
+}
+
+TEST_F(WireSessionTest, AGroupOfPipelinedSendsIsCappedPerStoreWrite) {
+  HelloAndLogin("alice");
+  ASSERT_TRUE(messenger_.CreateAccount("bob", kPassword).ok());
+  const std::size_t cap = WireSession::kMaxSendsPerCommit;
+  std::vector<Frame> requests;
+  for (std::uint32_t i = 1; i <= cap + 3; ++i) requests.push_back({i, Send{"bob", i, "hi"}});
+  ASSERT_EQ(Exchange(requests).size(), requests.size());
+  EXPECT_EQ(store_->append_many_sizes(), (std::vector<std::size_t>{cap, 3}));
 }
 
 TEST_F(WireSessionTest, ByteAtATimeGivesTheSameReplies) {

@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "messenger/codec/messages.h"
 #include "messenger/codec/status.h"
@@ -87,6 +88,14 @@ class Messenger {
   // Errors: kNotLoggedIn, kInvalidText, kUnknownRecipient, kSelfSend, kClientIdReused,
   // kRateLimited, kQueueFull, kInternal.
   Result<SendOk> Send(SessionId session, const Send& request);
+
+  // Send for each request in turn, with every message stored in one store transaction: a
+  // connection's pipelined SENDs then share one commit. results[i] answers requests[i] as Send
+  // would have after the requests before it, with one difference: rate tokens are taken for the
+  // whole group first, so a retry in the group (which costs no token) holds one until the store
+  // has answered it, and a new SEND behind it may be refused with kRateLimited.
+  std::vector<Result<SendOk>> SendMany(SessionId session,
+                                       std::span<const messenger::Send> requests);
 
   // Oldest-first stored messages not yet handed to this session, at most `limit` (clamped to
   // kMaxFetchLimit) and at most about `max_bytes` once encoded (at least one message if any).

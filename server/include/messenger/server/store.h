@@ -50,6 +50,11 @@ struct AppendOutcome {
   bool duplicate = false;  // True: an earlier SEND had this client id; nothing was stored.
 };
 
+struct AppendRequest {
+  NewMessage message;
+  AppendPolicy policy;
+};
+
 class Store {
  public:
   virtual ~Store() = default;
@@ -77,6 +82,19 @@ class Store {
   // Errors: kUnknownRecipient (recipient not live), kClientIdReused (same client id, different
   // recipient or text), kRateLimited (new message and !policy.accept_new), kQueueFull, kInternal.
   virtual Result<AppendOutcome> Append(const NewMessage& message, const AppendPolicy& policy) = 0;
+
+  // Append for each request in turn, all in one transaction where the store has transactions,
+  // so that many SENDs cost one commit. outcomes[i] answers requests[i] exactly as Append would
+  // have after the requests before it; when the transaction fails, every outcome is that error
+  // (kInternal) and nothing was stored. The default runs Append once per request.
+  virtual std::vector<Result<AppendOutcome>> AppendMany(std::span<const AppendRequest> requests) {
+    std::vector<Result<AppendOutcome>> outcomes;
+    outcomes.reserve(requests.size());
+    for (const AppendRequest& request : requests) {
+      outcomes.push_back(Append(request.message, request.policy));
+    }
+    return outcomes;
+  }
 
   // Up to `max` stored messages for `recipient_key` with id > `after_id`, oldest first.
   // Errors: kInternal.

@@ -8,9 +8,11 @@
 #ifndef MESSENGER_SERVER_WIRE_SESSION_H_
 #define MESSENGER_SERVER_WIRE_SESSION_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "messenger/codec/codec.h"
 #include "messenger/server/messenger.h"
@@ -26,6 +28,10 @@ struct WireOptions {
 
 class WireSession {
  public:
+  // Most SENDs stored in one commit when a client pipelines them: bounds how long one
+  // connection's batch holds back the commits of others.
+  static constexpr std::size_t kMaxSendsPerCommit = 64;
+
   // Attaches to `messenger` with `sink` for pushes. REQUIRES: both outlive this object.
   // The connection counts as accepted and open (Metrics, transport wire) while this exists.
   WireSession(Messenger& messenger, SessionSink& sink, WireOptions options, std::uint64_t now_ms);
@@ -49,6 +55,8 @@ class WireSession {
 
  private:
   void Handle(const DecodeResult& decoded, std::uint64_t now_ms, Bytes& out);
+  // Answers the held SENDs, all stored in one commit (Messenger::SendMany).
+  void SendHeld(Bytes& out);
   void SetLoggedIn(bool logged_in, std::uint64_t now_ms);
   void Reply(std::uint32_t request_id, Message message, Bytes& out);
   // Appends ERROR; the connection closes after it if `close` or the code is fatal.
@@ -65,6 +73,9 @@ class WireSession {
   bool closing_ = false;
   std::uint64_t logged_out_since_ms_;  // Start of the login timeout.
   std::uint64_t last_activity_ms_;     // Start of the idle timeout.
+  // Consecutive SENDs of one OnBytes call, held so they share a commit, and their request ids.
+  std::vector<Send> held_sends_;
+  std::vector<std::uint32_t> held_send_ids_;
 };
 
 }  // namespace messenger
