@@ -506,7 +506,9 @@ Result<MessageBatch> Messenger::FetchUndelivered(SessionId session, std::uint16_
     if (it == st.sessions.end() || !it->second.user) return NotLoggedIn();
     user = it->second.user;
     cursor = it->second.fetch_cursor;
-    handed = it->second.handed;
+    // The scan starts after the cursor, so only handed ids above it matter: pushed messages.
+    // Copying the whole set would cost O(messages the session holds unACKed) per fetch.
+    handed.insert(it->second.handed.upper_bound(cursor), it->second.handed.end());
   }
 
   // The session state is checked first (docs/PROTOCOL.md, 6.3).
