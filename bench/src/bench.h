@@ -84,6 +84,9 @@ struct SenderSpec {
   double rate = 0;          // Messages per second for this sender; 0 = as fast as possible.
   std::uint64_t limit = 0;  // Stop after this many accepted messages; 0 = run until stopped.
   bool record_reply_latency = false;  // Record SEND->SEND_OK in WorkerStats::latency.
+  // With a rate: the fraction of one interval to wait before the first message. Paced senders
+  // spread over the interval offer a steady load; all starting at once, they would send in bursts.
+  double phase = 0;
 };
 
 // A logged-in user that receives pushes, acknowledges them and records SEND->DELIVER latency.

@@ -598,7 +598,8 @@ class GrpcTransport final : public Transport {
     std::uint64_t accepted = 0;
     const std::int64_t interval_ns = spec.rate > 0 ? static_cast<std::int64_t>(1e9 / spec.rate) : 0;
     if (!control.ReadyAndWait()) return Status::Ok();
-    std::int64_t next_due = NowNs();
+    std::int64_t next_due =
+        NowNs() + static_cast<std::int64_t>(spec.phase * static_cast<double>(interval_ns));
     const auto start = [&session](grpc::ClientContext* c, const pb::SendRequest& r,
                                   grpc::CompletionQueue* q) {
       return session.stub().PrepareAsyncSend(c, r, q);

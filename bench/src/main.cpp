@@ -419,6 +419,7 @@ class Bench {
           SenderSpec spec{
               names_.Make("s", i),          kPassword, names_.Make("r", i), 1, per_sender, 0,
               /*record_reply_latency=*/true};
+          spec.phase = static_cast<double>(i) / c;
           (void)transport_.RunSender(spec, control_, stats[static_cast<std::size_t>(i)]);
         },
         report);
@@ -498,6 +499,7 @@ class Bench {
             const int k = i - pairs;
             SenderSpec spec{
                 names_.Make("s", k), kPassword, names_.Make("r", k), depth, per_sender, 0, false};
+            spec.phase = static_cast<double>(k) / pairs;
             (void)transport_.RunSender(spec, control_, mine);
           }
         },

@@ -341,7 +341,8 @@ class WireTransport final : public Transport {
     std::uint64_t accepted = 0;
     const std::int64_t interval_ns = spec.rate > 0 ? static_cast<std::int64_t>(1e9 / spec.rate) : 0;
     if (!control.ReadyAndWait()) return Status::Ok();
-    std::int64_t next_due = NowNs();
+    std::int64_t next_due =
+        NowNs() + static_cast<std::int64_t>(spec.phase * static_cast<double>(interval_ns));
     while (!control.stopping()) {
       const bool limited = spec.limit != 0;
       out.clear();
