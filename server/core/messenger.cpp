@@ -566,24 +566,40 @@ Result<MessageBatch> Messenger::FetchUndelivered(SessionId session, std::uint16_
 }
 
 Status Messenger::Ack(SessionId session, std::span<const std::uint64_t> ids) {
+  return AckMany(session, std::span(&ids, 1)).front();
+}
+
+std::vector<Status> Messenger::AckMany(SessionId session,
+                                       std::span<const std::span<const std::uint64_t>> id_lists) {
   State& st = *state_;
   std::optional<User> user;
   {
     std::lock_guard lock(st.mutex);
     user = st.UserOf(session);
   }
-  if (!user) return NotLoggedIn();
-  if (ids.size() > kMaxAckIds) {
-    return Status(ErrorCode::kInvalidArgument,
-                  "at most " + std::to_string(kMaxAckIds) + " ids per ACK");
+  if (!user) return std::vector<Status>(id_lists.size(), NotLoggedIn());
+  std::vector<Status> results(id_lists.size());
+  std::vector<std::uint64_t> ids;  // Of every valid list: ACKs commute, so one write does.
+  for (std::size_t i = 0; i < id_lists.size(); ++i) {
+    if (id_lists[i].size() > kMaxAckIds) {
+      results[i] = Status(ErrorCode::kInvalidArgument,
+                          "at most " + std::to_string(kMaxAckIds) + " ids per ACK");
+    } else {
+      ids.insert(ids.end(), id_lists[i].begin(), id_lists[i].end());
+    }
   }
-  if (Status s = st.store.Ack(user->key, ids); !s.ok()) return s;
+  if (Status s = st.store.Ack(user->key, ids); !s.ok()) {
+    for (Status& result : results) {
+      if (result.ok()) result = s;
+    }
+    return results;
+  }
   std::lock_guard lock(st.mutex);
   const auto it = st.sessions.find(session);
   if (it != st.sessions.end()) {
     for (const std::uint64_t id : ids) it->second.handed.erase(id);
   }
-  return Status::Ok();
+  return results;
 }
 
 Result<std::uint32_t> Messenger::DeleteAccount(SessionId session, bool confirm) {

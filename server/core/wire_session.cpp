@@ -55,33 +55,57 @@ bool WireSession::OnBytes(std::span<const std::uint8_t> bytes, std::uint64_t now
     // Only a complete frame restarts the idle timer (docs/PROTOCOL.md, 12.3): a client trickling
     // one byte at a time must not hold the connection open.
     last_activity_ms_ = now_ms;
-    // Pipelined SENDs are answered together, in order, before the next request of any other kind.
-    if (auto* send = std::get_if<Send>(&decoded->message);
-        send != nullptr && decoded->status.ok() && handshake_done_) {
-      held_sends_.push_back(std::move(*send));
-      held_send_ids_.push_back(decoded->request_id);
-      if (held_sends_.size() == kMaxSendsPerCommit) SendHeld(out);
-      continue;
+    // A run of pipelined SENDs, or of ACKs, is answered together (one commit), in order,
+    // before the next request of any other kind.
+    if (decoded->status.ok() && handshake_done_) {
+      if (auto* send = std::get_if<Send>(&decoded->message)) {
+        if (!held_acks_.empty()) AnswerHeld(out);
+        held_sends_.push_back(std::move(*send));
+        held_ids_.push_back(decoded->request_id);
+        if (held_ids_.size() == kMaxRequestsPerCommit) AnswerHeld(out);
+        continue;
+      }
+      if (auto* ack = std::get_if<Ack>(&decoded->message)) {
+        if (!held_sends_.empty()) AnswerHeld(out);
+        held_acks_.push_back(std::move(*ack));
+        held_ids_.push_back(decoded->request_id);
+        if (held_ids_.size() == kMaxRequestsPerCommit) AnswerHeld(out);
+        continue;
+      }
     }
-    SendHeld(out);
+    AnswerHeld(out);
     Handle(*decoded, now_ms, out);
   }
-  SendHeld(out);
+  AnswerHeld(out);
   return !closing_;
 }
 
-void WireSession::SendHeld(Bytes& out) {
-  if (held_sends_.empty()) return;
-  std::vector<Result<SendOk>> results = messenger_.SendMany(id_, held_sends_);
-  for (std::size_t i = 0; i < results.size(); ++i) {
-    if (results[i].ok()) {
-      Reply(held_send_ids_[i], *results[i], out);
-    } else {
-      ReplyError(held_send_ids_[i], results[i].status(), out);
+void WireSession::AnswerHeld(Bytes& out) {
+  if (!held_sends_.empty()) {
+    std::vector<Result<SendOk>> results = messenger_.SendMany(id_, held_sends_);
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      if (results[i].ok()) {
+        Reply(held_ids_[i], *results[i], out);
+      } else {
+        ReplyError(held_ids_[i], results[i].status(), out);
+      }
+    }
+  } else if (!held_acks_.empty()) {
+    std::vector<std::span<const std::uint64_t>> id_lists;
+    id_lists.reserve(held_acks_.size());
+    for (const Ack& ack : held_acks_) id_lists.emplace_back(ack.message_ids);
+    const std::vector<Status> results = messenger_.AckMany(id_, id_lists);
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      if (results[i].ok()) {
+        Reply(held_ids_[i], Ok{}, out);
+      } else {
+        ReplyError(held_ids_[i], results[i], out);
+      }
     }
   }
   held_sends_.clear();
-  held_send_ids_.clear();
+  held_acks_.clear();
+  held_ids_.clear();
 }
 
 bool WireSession::OnTick(std::uint64_t now_ms, Bytes& out) {

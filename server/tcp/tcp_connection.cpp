@@ -60,15 +60,19 @@ void SetIntOption(int fd, int level, int name, int value) {
   (void)::setsockopt(fd, level, name, &value, sizeof value);
 }
 
-constexpr std::uint8_t kSendType = static_cast<std::uint8_t>(MessageType::kSend);
+// True for the request types whose runs WireSession answers with one commit.
+bool SharesCommits(std::uint8_t type) {
+  return type == static_cast<std::uint8_t>(MessageType::kSend) ||
+         type == static_cast<std::uint8_t>(MessageType::kAck);
+}
 
-// True iff `bytes` begins with a complete SEND frame.
-bool StartsWithWholeSend(std::span<const std::uint8_t> bytes) {
+// True iff `bytes` begins with a complete frame of type `type`.
+bool StartsWithWholeFrameOf(std::uint8_t type, std::span<const std::uint8_t> bytes) {
   if (bytes.size() < kLengthPrefixSize + kFrameHeaderSize) return false;
   const std::uint32_t length = (std::uint32_t{bytes[0]} << 24) | (std::uint32_t{bytes[1]} << 16) |
                                (std::uint32_t{bytes[2]} << 8) | std::uint32_t{bytes[3]};
   return length >= kFrameHeaderSize && bytes.size() - kLengthPrefixSize >= length &&
-         bytes[kLengthPrefixSize] == kSendType;
+         bytes[kLengthPrefixSize] == type;
 }
 
 }  // namespace
@@ -316,18 +320,18 @@ void TcpConnection::Serve() {
     }
 
     // Hand buffered input to the session one frame at a time, pausing while output backs up;
-    // but whole SENDs following a SEND go with it, so that pipelined SENDs share one commit.
-    // Their replies are small, so the pause still bounds the output.
+    // but whole SENDs following a SEND (ACKs following an ACK) go with it, so that pipelined
+    // SENDs (ACKs) share one commit. Their replies are small, so the pause still bounds output.
     while (session_open && !ending && input_begin < input_end && pending < kPauseReadingBytes) {
       const std::span<const std::uint8_t> available(input.get() + input_begin,
                                                     input_end - input_begin);
       std::size_t take = tap_.BytesToFrameEnd(available);
       std::optional<TappedFrame> frame = tap_.Consume(available.first(take));
       if (frame) NoteRequest(*frame);
-      for (std::size_t sends = 1;
-           frame && frame->type == kSendType && sends < WireSession::kMaxSendsPerCommit &&
-           StartsWithWholeSend(available.subspan(take));
-           ++sends) {
+      for (std::size_t run = 1;
+           frame && SharesCommits(frame->type) && run < WireSession::kMaxRequestsPerCommit &&
+           StartsWithWholeFrameOf(frame->type, available.subspan(take));
+           ++run) {
         const std::size_t next = tap_.BytesToFrameEnd(available.subspan(take));
         frame = tap_.Consume(available.subspan(take, next));
         if (frame) NoteRequest(*frame);

@@ -296,47 +296,74 @@ TEST_F(AdminTest, MetricsMoveByExactlyWhatTheClientsDid) {
   }));
 }
 
-TEST_F(AdminTest, PipelinedSendsOfOneConnectionShareOneCommit) {
+// Writes `requests` in one write on a new connection and returns the first `replies` frames.
+std::vector<Frame> ExchangeInOneWrite(std::uint16_t port, const std::vector<Frame>& requests,
+                                      std::size_t replies) {
+  Bytes burst;
+  for (const Frame& request : requests) EXPECT_OK(EncodeFrame(request, burst));
+  Poco::Net::StreamSocket socket;
+  socket.connect(Poco::Net::SocketAddress("127.0.0.1", port), Poco::Timespan(2, 0));
+  socket.setReceiveTimeout(Poco::Timespan(5, 0));
+  EXPECT_EQ(socket.sendBytes(burst.data(), static_cast<int>(burst.size())),
+            static_cast<int>(burst.size()));
+  FrameDecoder decoder(kDefaultMaxFrameSize);
+  std::vector<Frame> frames;
+  std::uint8_t buffer[4096];
+  while (frames.size() < replies) {
+    const int n = socket.receiveBytes(buffer, sizeof buffer);  // Throws after the timeout.
+    if (n <= 0) {
+      ADD_FAILURE() << "closed after " << frames.size() << " replies";
+      break;
+    }
+    decoder.Feed({buffer, static_cast<std::size_t>(n)});
+    while (std::optional<DecodeResult> decoded = decoder.Next()) {
+      EXPECT_OK(decoded->status);
+      frames.push_back({decoded->request_id, decoded->message});
+    }
+  }
+  return frames;
+}
+
+TEST_F(AdminTest, PipelinedSendsAndAcksOfOneConnectionShareOneCommitEach) {
   {
     std::unique_ptr<Client> setup = Connected();
     ASSERT_OK(setup->CreateAccount("alice", kPassword));
     ASSERT_OK(setup->CreateAccount("bob", kPassword));
   }
-  const Histogram::Snapshot before = metrics_.commit_batch_size().Read();
+  constexpr std::uint32_t kRequests = 10;
 
   // HELLO, LOGIN and ten SENDs in one write, before reading any answer.
-  constexpr std::uint32_t kSends = 10;
-  Bytes burst;
-  ASSERT_OK(EncodeFrame({1, Hello{kProtocolVersion}}, burst));
-  ASSERT_OK(EncodeFrame({2, Login{"alice", kPassword}}, burst));
-  for (std::uint32_t i = 0; i < kSends; ++i) {
-    ASSERT_OK(EncodeFrame({10 + i, Send{"bob", 1 + i, "pipelined"}}, burst));
+  std::vector<Frame> requests = {{1, Hello{kProtocolVersion}}, {2, Login{"alice", kPassword}}};
+  for (std::uint32_t i = 0; i < kRequests; ++i) {
+    requests.push_back({10 + i, Send{"bob", 1 + i, "pipelined"}});
   }
-  Poco::Net::StreamSocket socket;
-  socket.connect(Poco::Net::SocketAddress("127.0.0.1", door_->port()), Poco::Timespan(2, 0));
-  socket.setReceiveTimeout(Poco::Timespan(5, 0));
-  ASSERT_EQ(socket.sendBytes(burst.data(), static_cast<int>(burst.size())),
-            static_cast<int>(burst.size()));
-  FrameDecoder decoder(kDefaultMaxFrameSize);
-  std::vector<Frame> replies;
-  std::uint8_t buffer[4096];
-  while (replies.size() < 2 + kSends) {
-    const int n = socket.receiveBytes(buffer, sizeof buffer);  // Throws after the timeout.
-    ASSERT_GT(n, 0) << "closed after " << replies.size() << " replies";
-    decoder.Feed({buffer, static_cast<std::size_t>(n)});
-    while (std::optional<DecodeResult> decoded = decoder.Next()) {
-      ASSERT_OK(decoded->status);
-      replies.push_back({decoded->request_id, decoded->message});
-    }
+  Histogram::Snapshot before = metrics_.commit_batch_size().Read();
+  std::vector<Frame> replies = ExchangeInOneWrite(door_->port(), requests, requests.size());
+  ASSERT_EQ(replies.size(), requests.size());
+  std::vector<std::uint64_t> ids;
+  for (std::uint32_t i = 0; i < kRequests; ++i) {
+    ASSERT_EQ(replies[2 + i].request_id, 10 + i);
+    const auto* ok = std::get_if<SendOk>(&replies[2 + i].message);
+    ASSERT_NE(ok, nullptr) << Describe(replies[2 + i]);
+    ids.push_back(ok->message_id);
   }
-  for (std::uint32_t i = 0; i < kSends; ++i) {
-    EXPECT_EQ(replies[2 + i].request_id, 10 + i);
-    EXPECT_TRUE(std::holds_alternative<SendOk>(replies[2 + i].message)) << Describe(replies[2 + i]);
-  }
-  const Histogram::Snapshot after = metrics_.commit_batch_size().Read();
+  Histogram::Snapshot after = metrics_.commit_batch_size().Read();
   EXPECT_EQ(after.count - before.count, 1u) << "the ten SENDs took more than one commit";
   EXPECT_EQ(after.sum - before.sum, 1);
-  EXPECT_EQ(metrics_.stored_messages().value(), static_cast<std::int64_t>(kSends));
+  EXPECT_EQ(metrics_.stored_messages().value(), static_cast<std::int64_t>(kRequests));
+
+  // The recipient acknowledges each message with an ACK of its own, all in one write.
+  requests = {{1, Hello{kProtocolVersion}}, {2, Login{"bob", kPassword}}};
+  for (std::uint32_t i = 0; i < kRequests; ++i) requests.push_back({10 + i, Ack{{ids[i]}}});
+  before = after;
+  replies = ExchangeInOneWrite(door_->port(), requests, requests.size());
+  ASSERT_EQ(replies.size(), requests.size());
+  for (std::uint32_t i = 0; i < kRequests; ++i) {
+    EXPECT_EQ(replies[2 + i], (Frame{10 + i, Ok{}}));
+  }
+  after = metrics_.commit_batch_size().Read();
+  EXPECT_EQ(after.count - before.count, 1u) << "the ten ACKs took more than one commit";
+  EXPECT_EQ(metrics_.stored_messages().value(), 0);
 }
 
 TEST_F(AdminTest, RepeatedFailedLoginsCountFailuresAndOneThrottle) {

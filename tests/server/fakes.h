@@ -52,7 +52,7 @@ class MockSink : public SessionSink {
 
 // A memory store that can hold an append after its commit or a read after it read, to force
 // concurrent requests to finish out of order, and can fail reads, to check that a failed request
-// changes nothing. It records how many requests each AppendMany carried.
+// changes nothing. It records how many requests each AppendMany carried, and counts Acks.
 class ControlledStore final : public Store {
  public:
   ControlledStore() : inner_(MakeMemoryStore()) {}
@@ -137,8 +137,10 @@ class ControlledStore final : public Store {
     return inner_->CountMessages(recipient_key);
   }
   Status Ack(std::string_view recipient_key, std::span<const std::uint64_t> ids) override {
+    ++ack_calls;
     return inner_->Ack(recipient_key, ids);
   }
+  std::atomic<int> ack_calls{0};  // Store writes that acknowledged messages.
 
  private:
   std::unique_ptr<Store> inner_;

@@ -438,6 +438,45 @@ TEST_F(MessengerTest, SendManyBeforeLoginRefusesEveryRequestWithoutTheStore) {
   EXPECT_TRUE(store_->append_many_sizes().empty());
 }
 
+TEST_F(MessengerTest, AckManyRemovesEveryValidListInOneStoreWrite) {
+  const SessionId alice = Online("alice");
+  ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
+  std::vector<std::uint64_t> sent;
+  for (int i = 0; i < 3; ++i) sent.push_back(SendText(alice, "bob", "m")->message_id);
+  const SessionId bob = Connect();
+  ASSERT_TRUE(messenger_->Login(bob, "bob", kPassword).ok());
+  ASSERT_EQ(Fetch(bob)->messages.size(), 3u);
+
+  const std::vector<std::uint64_t> too_many(kMaxAckIds + 1, sent[2]);
+  const std::vector<std::uint64_t> first = {sent[0]};
+  const std::vector<std::uint64_t> second_and_stranger = {sent[1], 999999};
+  const std::vector<std::span<const std::uint64_t>> lists = {first, too_many,
+                                                            second_and_stranger};
+  const int writes = store_->ack_calls;
+  const std::vector<Status> results = messenger_->AckMany(bob, lists);
+  ASSERT_EQ(results.size(), 3u);
+  EXPECT_TRUE(results[0].ok()) << results[0].ToString();
+  EXPECT_EQ(results[1].code(), ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(results[2].ok()) << results[2].ToString();
+  EXPECT_EQ(store_->ack_calls - writes, 1);
+  // Only the message of the refused list is still stored, and it is still handed to bob.
+  Result<std::uint32_t> left = store_->CountMessages("bob");
+  ASSERT_TRUE(left.ok());
+  EXPECT_EQ(*left, 1u);
+  EXPECT_TRUE(Fetch(bob)->messages.empty());
+  messenger_->Detach(bob);
+}
+
+TEST_F(MessengerTest, AckManyBeforeLoginRefusesEveryListWithoutTheStore) {
+  const std::vector<std::uint64_t> ids = {1, 2};
+  const std::vector<std::span<const std::uint64_t>> lists = {ids, ids};
+  const std::vector<Status> results = messenger_->AckMany(Connect(), lists);
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].code(), ErrorCode::kNotLoggedIn);
+  EXPECT_EQ(results[1].code(), ErrorCode::kNotLoggedIn);
+  EXPECT_EQ(store_->ack_calls, 0);
+}
+
 TEST_F(MessengerTest, RetriedSendReturnsTheOriginalResultAndStoresOnce) {
   const SessionId alice = Online("alice");
   ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());

@@ -233,10 +233,44 @@ TEST_F(WireSessionTest, PipelinedSendsShareOneStoreWriteAndAreAnsweredInOrder) {
   EXPECT_EQ(store_->append_many_sizes(), (std::vector<std::size_t>{4, 1}));
 }
 
+TEST_F(WireSessionTest, PipelinedAcksShareOneStoreWriteAndAreAnsweredInOrder) {
+  HelloAndLogin("bob");
+  ASSERT_TRUE(messenger_.CreateAccount("alice", kPassword).ok());
+  const SessionId alice = messenger_.Attach(sink_);
+  ASSERT_TRUE(messenger_.Login(alice, "alice", kPassword).ok());
+  std::vector<std::uint64_t> ids;
+  for (std::uint64_t i = 1; i <= 3; ++i) {
+    Result<SendOk> sent = messenger_.Send(alice, {"bob", i, "hi"});
+    ASSERT_TRUE(sent.ok());
+    ids.push_back(sent->message_id);
+  }
+  messenger_.Detach(alice);
+
+  // SEND, then a run of three ACKs (one of them too long), then a SEND: three store writes.
+  const std::vector<std::uint64_t> too_many(kMaxAckIds + 1, ids[2]);
+  const std::vector<Frame> replies = Exchange({{30, Send{"alice", 1, "thanks"}},
+                                               {31, Ack{{ids[0]}}},
+                                               {32, Ack{too_many}},
+                                               {33, Ack{{ids[1], 999999}}},
+                                               {34, Send{"alice", 2, "bye"}}});
+  ASSERT_EQ(replies.size(), 5u);
+  for (std::size_t i = 0; i < replies.size(); ++i) EXPECT_EQ(replies[i].request_id, 30 + i);
+  EXPECT_TRUE(std::holds_alternative<SendOk>(replies[0].message));
+  EXPECT_EQ(replies[1].message, Message(Ok{}));
+  EXPECT_EQ(CodeOf(replies[2]), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(replies[3].message, Message(Ok{}));
+  EXPECT_TRUE(std::holds_alternative<SendOk>(replies[4].message));
+  EXPECT_EQ(store_->ack_calls, 1);
+  EXPECT_EQ(store_->append_many_sizes(), (std::vector<std::size_t>{1, 1, 1, 1, 1}));
+  Result<std::uint32_t> left = store_->CountMessages("bob");
+  ASSERT_TRUE(left.ok());
+  EXPECT_EQ(*left, 1u);
+}
+
 TEST_F(WireSessionTest, AGroupOfPipelinedSendsIsCappedPerStoreWrite) {
   HelloAndLogin("alice");
   ASSERT_TRUE(messenger_.CreateAccount("bob", kPassword).ok());
-  const std::size_t cap = WireSession::kMaxSendsPerCommit;
+  const std::size_t cap = WireSession::kMaxRequestsPerCommit;
   std::vector<Frame> requests;
   for (std::uint32_t i = 1; i <= cap + 3; ++i) requests.push_back({i, Send{"bob", i, "hi"}});
   ASSERT_EQ(Exchange(requests).size(), requests.size());

@@ -106,6 +106,11 @@ class Messenger {
   // Errors: kNotLoggedIn, kInvalidArgument (more than kMaxAckIds ids), kInternal.
   Status Ack(SessionId session, std::span<const std::uint64_t> ids);
 
+  // Ack for each list of ids, with the valid lists removed in one store write: a connection's
+  // pipelined ACKs then share one commit. results[i] answers id_lists[i] as Ack would have.
+  std::vector<Status> AckMany(SessionId session,
+                              std::span<const std::span<const std::uint64_t>> id_lists);
+
   // Without `confirm`: the exact number of stored messages deletion would destroy; nothing
   // changes. With `confirm`: deletes the account and its messages, logs the session out and
   // returns how many messages were destroyed. Errors: kNotLoggedIn, kInternal.

@@ -28,9 +28,9 @@ struct WireOptions {
 
 class WireSession {
  public:
-  // Most SENDs stored in one commit when a client pipelines them: bounds how long one
+  // Most pipelined SENDs (or ACKs) of one connection that share one commit: bounds how long one
   // connection's batch holds back the commits of others.
-  static constexpr std::size_t kMaxSendsPerCommit = 64;
+  static constexpr std::size_t kMaxRequestsPerCommit = 64;
 
   // Attaches to `messenger` with `sink` for pushes. REQUIRES: both outlive this object.
   // The connection counts as accepted and open (Metrics, transport wire) while this exists.
@@ -55,8 +55,8 @@ class WireSession {
 
  private:
   void Handle(const DecodeResult& decoded, std::uint64_t now_ms, Bytes& out);
-  // Answers the held SENDs, all stored in one commit (Messenger::SendMany).
-  void SendHeld(Bytes& out);
+  // Answers the held SENDs (Messenger::SendMany) or ACKs (Messenger::AckMany): one commit.
+  void AnswerHeld(Bytes& out);
   void SetLoggedIn(bool logged_in, std::uint64_t now_ms);
   void Reply(std::uint32_t request_id, Message message, Bytes& out);
   // Appends ERROR; the connection closes after it if `close` or the code is fatal.
@@ -73,9 +73,11 @@ class WireSession {
   bool closing_ = false;
   std::uint64_t logged_out_since_ms_;  // Start of the login timeout.
   std::uint64_t last_activity_ms_;     // Start of the idle timeout.
-  // Consecutive SENDs of one OnBytes call, held so they share a commit, and their request ids.
+  // Consecutive SENDs, or ACKs, of one OnBytes call (never both), held so they share a commit,
+  // and their request ids.
   std::vector<Send> held_sends_;
-  std::vector<std::uint32_t> held_send_ids_;
+  std::vector<Ack> held_acks_;
+  std::vector<std::uint32_t> held_ids_;
 };
 
 }  // namespace messenger
