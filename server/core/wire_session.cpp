@@ -66,7 +66,11 @@ bool WireSession::OnBytes(std::span<const std::uint8_t> bytes, std::uint64_t now
         continue;
       }
       if (auto* ack = std::get_if<Ack>(&decoded->message)) {
-        if (!held_sends_.empty()) AnswerHeld(out);
+        // A commit removes at most as many ids as one ACK may carry, so a run of ACKs holds the
+        // store's writer no longer than one large ACK does. (An ACK with more is refused.)
+        const std::size_t n = ack->message_ids.size() <= kMaxAckIds ? ack->message_ids.size() : 0;
+        if (!held_sends_.empty() || held_ack_ids_ + n > kMaxAckIds) AnswerHeld(out);
+        held_ack_ids_ += n;
         held_acks_.push_back(std::move(*ack));
         held_ids_.push_back(decoded->request_id);
         if (held_ids_.size() == kMaxRequestsPerCommit) AnswerHeld(out);
@@ -105,6 +109,7 @@ void WireSession::AnswerHeld(Bytes& out) {
   }
   held_sends_.clear();
   held_acks_.clear();
+  held_ack_ids_ = 0;
   held_ids_.clear();
 }
 

@@ -450,8 +450,7 @@ TEST_F(MessengerTest, AckManyRemovesEveryValidListInOneStoreWrite) {
   const std::vector<std::uint64_t> too_many(kMaxAckIds + 1, sent[2]);
   const std::vector<std::uint64_t> first = {sent[0]};
   const std::vector<std::uint64_t> second_and_stranger = {sent[1], 999999};
-  const std::vector<std::span<const std::uint64_t>> lists = {first, too_many,
-                                                            second_and_stranger};
+  const std::vector<std::span<const std::uint64_t>> lists = {first, too_many, second_and_stranger};
   const int writes = store_->ack_calls;
   const std::vector<Status> results = messenger_->AckMany(bob, lists);
   ASSERT_EQ(results.size(), 3u);

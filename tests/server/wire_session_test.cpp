@@ -267,6 +267,16 @@ TEST_F(WireSessionTest, PipelinedAcksShareOneStoreWriteAndAreAnsweredInOrder) {
   EXPECT_EQ(*left, 1u);
 }
 
+TEST_F(WireSessionTest, ARunOfAcksCommitsAtMostOneAcksWorthOfIdsAtOnce) {
+  HelloAndLogin("bob");
+  const std::vector<std::uint64_t> six_hundred(600, 1);
+  const std::vector<Frame> replies =
+      Exchange({{1, Ack{six_hundred}}, {2, Ack{six_hundred}}, {3, Ack{{1, 2}}}, {4, Ack{{3}}}});
+  ASSERT_EQ(replies.size(), 4u);
+  for (const Frame& reply : replies) EXPECT_EQ(reply.message, Message(Ok{}));
+  EXPECT_EQ(store_->ack_calls, 2);  // 600, then 600 + 2 + 1.
+}
+
 TEST_F(WireSessionTest, AGroupOfPipelinedSendsIsCappedPerStoreWrite) {
   HelloAndLogin("alice");
   ASSERT_TRUE(messenger_.CreateAccount("bob", kPassword).ok());

@@ -77,6 +77,7 @@ class WireSession {
   // and their request ids.
   std::vector<Send> held_sends_;
   std::vector<Ack> held_acks_;
+  std::size_t held_ack_ids_ = 0;  // Message ids in held_acks_.
   std::vector<std::uint32_t> held_ids_;
 };
 
