@@ -606,15 +606,19 @@ class SqliteStore final : public Store {
   Status Ack(std::string_view recipient_key, std::span<const std::uint64_t> ids) override {
     if (ids.empty()) return Status();
     return Write([&](Connection& db) -> Status {
+      std::int64_t* length = nullptr;  // Looked up at the first deletion, then kept.
       for (const std::uint64_t id : ids) {
         if (id > static_cast<std::uint64_t>(INT64_MAX)) continue;  // Never assigned.
         Query ack(db, kAckOne, "Ack");
         Status run = ack.Bind(ToSql(id)).Bind(recipient_key).Run();
         if (!run.ok()) return run;
         if (sqlite3_changes(db.handle()) > 0) {
-          Result<std::int64_t*> length = QueueLength(db, recipient_key);
-          if (!length.ok()) return length.status();
-          --**length;
+          if (length == nullptr) {
+            Result<std::int64_t*> counted = QueueLength(db, recipient_key);
+            if (!counted.ok()) return counted.status();
+            length = *counted;
+          }
+          --*length;
           --batch_stored_delta_;
           ++batch_acked_;
         }
