@@ -52,7 +52,8 @@ class MockSink : public SessionSink {
 
 // A memory store that can hold an append after its commit or a read after it read, to force
 // concurrent requests to finish out of order, and can fail reads, to check that a failed request
-// changes nothing. It records how many requests each AppendMany carried, and counts Acks.
+// changes nothing, and can fail writes. It records how many requests each AppendMany carried,
+// and counts Acks.
 class ControlledStore final : public Store {
  public:
   ControlledStore() : inner_(MakeMemoryStore()) {}
@@ -78,7 +79,8 @@ class ControlledStore final : public Store {
     std::unique_lock lock(mutex_);
     changed_.wait(lock, [&] { return holding_; });
   }
-  std::atomic<bool> fail_reads{false};  // CountMessages and ListMessages answer kInternal.
+  std::atomic<bool> fail_reads{false};   // CountMessages and ListMessages answer kInternal.
+  std::atomic<bool> fail_writes{false};  // Append and Ack answer kInternal and change nothing.
 
   Status CreateAccount(const AccountRecord& account) override {
     return inner_->CreateAccount(account);
@@ -94,6 +96,7 @@ class ControlledStore final : public Store {
     return inner_->DeleteAccount(key);
   }
   Result<AppendOutcome> Append(const NewMessage& message, const AppendPolicy& policy) override {
+    if (fail_writes) return Status(ErrorCode::kInternal, "injected write failure");
     Result<AppendOutcome> outcome = inner_->Append(message, policy);
     std::unique_lock lock(mutex_);
     if (held_text_ == message.text) {
@@ -138,6 +141,7 @@ class ControlledStore final : public Store {
   }
   Status Ack(std::string_view recipient_key, std::span<const std::uint64_t> ids) override {
     ++ack_calls;
+    if (fail_writes) return Status(ErrorCode::kInternal, "injected write failure");
     return inner_->Ack(recipient_key, ids);
   }
   std::atomic<int> ack_calls{0};  // Store writes that acknowledged messages.

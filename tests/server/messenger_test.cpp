@@ -476,6 +476,53 @@ TEST_F(MessengerTest, AckManyBeforeLoginRefusesEveryListWithoutTheStore) {
   EXPECT_EQ(store_->ack_calls, 0);
 }
 
+TEST_F(MessengerTest, SendManyWhoseStoreWriteFailsPushesNothingAndGivesTheTokensBack) {
+  Make({.send_rate_per_second = 10, .send_burst = 2});
+  StrictMock<MockSink> bob_sink;  // No Deliver expected.
+  const SessionId alice = Online("alice");
+  const SessionId bob = Online("bob", &bob_sink);
+  store_->fail_writes = true;
+  const std::vector<messenger::Send> requests = {{"bob", 1, "one"}, {"bob", 2, "two"}};
+  const std::vector<Result<SendOk>> results = messenger_->SendMany(alice, requests);
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].status().code(), ErrorCode::kInternal);
+  EXPECT_EQ(results[1].status().code(), ErrorCode::kInternal);
+  store_->fail_writes = false;
+  // Both tokens came back: the burst of two is whole again.
+  EXPECT_CALL(bob_sink, Deliver(_)).Times(2);
+  EXPECT_TRUE(SendText(alice, "bob", "one", 1).ok());
+  EXPECT_TRUE(SendText(alice, "bob", "two", 2).ok());
+  messenger_->Detach(bob);
+}
+
+TEST_F(MessengerTest, AckManyWhoseStoreWriteFailsKeepsEveryMessage) {
+  const SessionId alice = Online("alice");
+  ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
+  const std::uint64_t id = SendText(alice, "bob", "m")->message_id;
+  const SessionId bob = Connect();
+  ASSERT_TRUE(messenger_->Login(bob, "bob", kPassword).ok());
+  ASSERT_EQ(Fetch(bob)->messages.size(), 1u);
+
+  store_->fail_writes = true;
+  const std::vector<std::uint64_t> one = {id};
+  const std::vector<std::uint64_t> too_many(kMaxAckIds + 1, id);
+  const std::vector<std::span<const std::uint64_t>> lists = {one, too_many};
+  const std::vector<Status> results = messenger_->AckMany(bob, lists);
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].code(), ErrorCode::kInternal);
+  EXPECT_EQ(results[1].code(), ErrorCode::kInvalidArgument);  // Its own refusal, not the store's.
+  store_->fail_writes = false;
+  Result<std::uint32_t> left = store_->CountMessages("bob");
+  ASSERT_TRUE(left.ok());
+  EXPECT_EQ(*left, 1u);
+  // Still handed to this session, so a new session gets it again.
+  EXPECT_TRUE(Fetch(bob)->messages.empty());
+  messenger_->Detach(bob);
+  const SessionId again = Connect();
+  EXPECT_EQ(messenger_->Login(again, "bob", kPassword)->unread_count, 1u);
+  ASSERT_EQ(Fetch(again)->messages.size(), 1u);
+}
+
 TEST_F(MessengerTest, RetriedSendReturnsTheOriginalResultAndStoresOnce) {
   const SessionId alice = Online("alice");
   ASSERT_TRUE(messenger_->CreateAccount("bob", kPassword).ok());
